@@ -1,0 +1,11 @@
+"""autograd-conformance: does your autograd engine behave like PyTorch in a training loop?
+
+Write an adapter (:class:`Engine`, or :class:`TorchLikeEngine` for torch-like APIs), then
+``pytest --pyargs conformance --engine yourpkg.adapter:YourEngine``.
+"""
+
+from conformance.adapter import Capabilities, Engine, KnownDeviation
+from conformance.errors import ErrorKind
+from conformance.torchlike import TorchLikeEngine
+
+__all__ = ["Capabilities", "Engine", "ErrorKind", "KnownDeviation", "TorchLikeEngine"]

@@ -1,0 +1,151 @@
+"""The engine adapter protocol: what an engine author implements, in one file, to be tested.
+
+An adapter translates the suite's calls into the engine's API. It never emulates a behaviour
+the engine lacks and never hides a divergence: what the engine cannot express is declared in
+``capabilities`` (the properties that need it are skipped, with the reason, in the report);
+what it does differently from torch is listed in ``known_deviations`` (run as strict xfails).
+
+Most engines with torch-like APIs subclass :class:`conformance.torchlike.TorchLikeEngine`
+instead, which implements everything below on top of a torch-like module.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from conformance.errors import ErrorKind
+from conformance.ops import ALL_OPS
+
+HYPERPARAMETERS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
+"""torch.optim.SGD's hyperparameters, in its signature's order."""
+
+FEATURES: frozenset[str] = frozenset(
+    {f"op:{name}" for name in ALL_OPS}
+    | {f"hyper:{name}" for name in HYPERPARAMETERS if name != "lr"}
+    | {"dtype:float32", "dtype:float64"}
+    | {
+        "param_groups",  # more than one param group in one optimizer
+        "backward_gradient",  # backward(gradient=...) on a non-scalar output
+        "set_hyperparameter",  # changing param_groups[i][key] between steps
+        "zero_grad_keep",  # zero_grad(set_to_none=False)
+    }
+)
+"""Everything an engine may declare unsupported."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine cannot express, each with the reason shown in the report.
+
+    >>> Capabilities(unsupported={"hyper:dampening": "SGD has no dampening argument"})
+    """
+
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for feature in self.unsupported:
+            if feature not in FEATURES:
+                known = ", ".join(sorted(FEATURES))
+                raise ValueError(f"unknown feature {feature!r} in unsupported; known: {known}")
+
+    def supports(self, feature: str) -> bool:
+        if feature not in FEATURES:
+            raise ValueError(f"unknown feature {feature!r}")
+        return feature not in self.unsupported
+
+    @property
+    def ops(self) -> frozenset[str]:
+        return frozenset(op for op in ALL_OPS if self.supports(f"op:{op}"))
+
+    @property
+    def dtypes(self) -> tuple[np.dtype, ...]:
+        names = [name for name in ("float32", "float64") if self.supports(f"dtype:{name}")]
+        return tuple(np.dtype(name) for name in names)
+
+
+@dataclass(frozen=True)
+class KnownDeviation:
+    """A property the engine is known to fail, run as a strict xfail.
+
+    ``property`` is ``"<semantic>::<test name>"``, e.g. ``"sgd::test_matches_reference"``.
+    ``evidence`` is a minimal script (or a pointer to one) that shows the deviation on the
+    engine itself; a deviation that starts passing, or matches no property, is reported.
+    """
+
+    property: str
+    reason: str
+    evidence: str = ""
+
+
+class Engine(abc.ABC):
+    """The protocol every engine under test implements.
+
+    Tensors are the engine's own objects; the suite only passes them back to the adapter.
+    Optimizer hyperparameters arrive as torch names and values (``HYPERPARAMETERS``).
+    """
+
+    name: ClassVar[str] = "unnamed"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    known_deviations: ClassVar[Sequence[KnownDeviation]] = ()
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """The engine's version string, for the report header."""
+
+    # --- tensors ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def tensor(self, value: np.ndarray, *, requires_grad: bool) -> Any:
+        """A new leaf tensor holding a copy of ``value`` (same dtype and shape)."""
+
+    @abc.abstractmethod
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        """A copy of the tensor's values (without touching its grad or graph)."""
+
+    @abc.abstractmethod
+    def apply(self, op: str, operands: Sequence[Any], params: Mapping[str, Any]) -> Any:
+        """Run one op of ``conformance.ops.OPS``; operands are tensors or Python floats."""
+
+    # --- autograd ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def backward(self, loss: Any, *, gradient: np.ndarray | None, retain_graph: bool | None) -> None:
+        """``loss.backward(gradient, retain_graph=retain_graph)``; None means the default."""
+
+    @abc.abstractmethod
+    def grad(self, param: Any) -> Any | None:
+        """The param's ``.grad`` object itself (not a copy), or None."""
+
+    @abc.abstractmethod
+    def set_grad_none(self, param: Any) -> None:
+        """``param.grad = None``."""
+
+    def same_object(self, first: Any, second: Any) -> bool:
+        """Whether two grads read at different times are one object (torch: ``is``)."""
+        return first is second
+
+    # --- optimizer ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def sgd(self, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> Any:
+        """``SGD(groups, **defaults)``: groups are dicts with "params" and per-group overrides.
+
+        torch validates the constructor's ``defaults`` only, never per-group values.
+        """
+
+    @abc.abstractmethod
+    def step(self, optimizer: Any) -> None: ...
+
+    @abc.abstractmethod
+    def zero_grad(self, optimizer: Any, *, set_to_none: bool) -> None: ...
+
+    @abc.abstractmethod
+    def set_hyperparameter(self, optimizer: Any, group: int, key: str, value: Any) -> None:
+        """``optimizer.param_groups[group][key] = value`` between steps."""
+
+    # --- errors ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def classify(self, error: Exception) -> ErrorKind | None:
+        """The category of an exception the engine raised; None if it is not one of them."""

@@ -1,0 +1,121 @@
+"""Compare two traces of the same program: the engine under test against the reference.
+
+Tolerances. Both sides run the same algorithm on the same dtype, so they differ only by
+rounding: fused multiply-adds (torch's ``add(alpha=)`` on AVX2/AVX512 CPUs), the summation
+order inside reductions and across branches, and transcendental functions that are correct to
+about one ulp. Generated values are O(1) (params and constants are drawn from [-4, 4], learning
+rates from [0, 1]), a program runs at most a few dozen roundings deep, and each rounding errs by
+at most one unit of the dtype's epsilon relative to an O(1) operand. So we allow, elementwise,
+``|actual - expected| <= tol * max(1, max|expected|)`` with ``tol = 2**-13`` (about 1000 ulps)
+for float32 and ``2**-33`` (about 2**19 ulps) for float64: generous against rounding, yet a
+wrong hyperparameter, a missing or doubled contribution, or a skipped step moves values by
+orders of magnitude more. NaN and infinity must occur in the same places, with the same sign.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from conformance.interpret import Observation
+from conformance.program import Program
+
+TOLERANCE: dict[np.dtype, float] = {
+    np.dtype("float32"): 2.0**-13,
+    np.dtype("float64"): 2.0**-33,
+}
+
+
+class Divergence(AssertionError):
+    """The engine's observable state differs from the reference's."""
+
+
+def array_mismatch(actual: np.ndarray, expected: np.ndarray) -> str | None:
+    """Why ``actual`` is not ``expected`` within tolerance, or None if it is."""
+    if actual.shape != expected.shape:
+        return f"shape {actual.shape} != {expected.shape}"
+    if actual.dtype != expected.dtype:
+        return f"dtype {actual.dtype} != {expected.dtype}"
+    if actual.dtype.kind != "f":
+        return None if np.array_equal(actual, expected) else "values differ"
+    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
+    if not np.array_equal(nan_a, nan_e):
+        return "NaN in different places"
+    inf_a, inf_e = np.isinf(actual), np.isinf(expected)
+    if not np.array_equal(inf_a, inf_e) or not np.array_equal(actual[inf_a], expected[inf_e]):
+        return "infinity in different places"
+    finite = ~(nan_e | inf_e)
+    if not finite.any():
+        return None
+    a = actual[finite].astype(np.float64)
+    e = expected[finite].astype(np.float64)
+    tol = TOLERANCE[expected.dtype] * max(1.0, float(np.max(np.abs(e))))
+    worst = float(np.max(np.abs(a - e)))
+    if worst > tol:
+        return f"max |difference| {worst:.3g} > tolerance {tol:.3g} ({expected.dtype})"
+    return None
+
+
+def observation_mismatches(actual: Observation, expected: Observation) -> list[str]:
+    """Every way the engine's state differs from the reference's at one point."""
+    problems = []
+    if actual.error != expected.error:
+        problems.append(f"error: engine {_error(actual)}, reference {_error(expected)}")
+    for name, value in expected.values.items():
+        why = array_mismatch(actual.values[name], value)
+        if why:
+            problems.append(f"{name}: {why}\n{_pair(actual.values[name], value)}")
+    for name, grad in expected.grads.items():
+        got = actual.grads[name]
+        if (got is None) != (grad is None):
+            problems.append(f"{name}.grad: engine {_short(got)}, reference {_short(grad)}")
+        elif got is not None and grad is not None:
+            why = array_mismatch(got, grad)
+            if why:
+                problems.append(f"{name}.grad: {why}\n{_pair(got, grad)}")
+        if actual.same_grad[name] != expected.same_grad[name]:
+            problems.append(
+                f"{name}.grad identity: the engine's grad is "
+                f"{_identity(actual.same_grad[name])} the object it was before this "
+                f"instruction; in the reference it is {_identity(expected.same_grad[name])}"
+            )
+    return problems
+
+
+def assert_same_trace(
+    engine_name: str,
+    program: Program,
+    actual: Sequence[Observation],
+    expected: Sequence[Observation],
+) -> None:
+    """Raise :class:`Divergence` at the first observation where the engine differs."""
+    __tracebackhide__ = True
+    for got, want in zip(actual, expected):
+        problems = observation_mismatches(got, want)
+        if problems:
+            raised = [o.index for o in (*actual, *expected) if o.error is not None]
+            raise Divergence(
+                f"engine {engine_name!r} diverged from the reference after instruction "
+                f"[{want.index}] {want.label}:\n  - "
+                + "\n  - ".join(problem.replace("\n", "\n    ") for problem in problems)
+                + "\n\nReproduce with this torch script; it prints the state after each "
+                "instruction (torch's output is the expected one):\n\n"
+                + program.to_script(guarded=sorted(set(raised)))
+            )
+
+
+def _error(observation: Observation) -> str:
+    return "ok" if observation.error is None else f"raised {observation.error.name}"
+
+
+def _short(value: np.ndarray | None) -> str:
+    return "None" if value is None else np.array2string(value, precision=8, threshold=20)
+
+
+def _pair(actual: np.ndarray, expected: np.ndarray) -> str:
+    return f"engine:    {_short(actual)}\nreference: {_short(expected)}"
+
+
+def _identity(same: bool | None) -> str:
+    return {True: "the same as", False: "a new object, not", None: "None or was None before"}[same]

@@ -1,0 +1,31 @@
+"""Semantic error categories: what an engine's exception *means*, independent of its type or text.
+
+Engines raise different exception types with different messages for the same mistake; the suite
+compares categories. Each adapter maps its engine's exceptions onto these in ``Engine.classify``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorKind(enum.Enum):
+    """What went wrong, as torch's semantics define it."""
+
+    FREED_GRAPH = "backward through a graph whose saved tensors were freed"
+    NON_SCALAR_BACKWARD = "backward of a non-scalar output without a gradient"
+    NO_GRAD_FN = "backward of a tensor that does not require grad"
+    GRADIENT_SHAPE = "backward with a gradient of the wrong shape"
+    INPLACE_MODIFIED = "a tensor saved for backward was modified in place"
+    INDEX_OUT_OF_RANGE = "index out of range or mask of the wrong shape"
+    INVALID_HYPERPARAMETER = "invalid optimizer hyperparameter"
+    EMPTY_PARAMETER_LIST = "optimizer got an empty parameter list"
+    DUPLICATE_PARAMETER = "a parameter appears in more than one parameter group"
+    NON_LEAF_PARAMETER = "optimizer given a non-leaf tensor"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EngineCrash(AssertionError):
+    """The engine raised an exception its adapter does not map to any ErrorKind."""

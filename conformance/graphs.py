@@ -1,0 +1,411 @@
+"""Generate expression graphs over named params: the forward half of a training step.
+
+The generator keeps a pool of available values (the params it was given, then every node
+it emits) and grows a DAG by applying drawn ops to drawn pool values, so subexpressions are
+shared and params are used more than once. Every value nobody consumed is reduced and added
+into the loss, so every param the graph was given reaches the loss.
+
+Edges are reached on purpose: values come from a pool rich in exact zeros, ±1 and repeats
+(kinks and ties), indices have duplicates, negatives and empty slices. Ops with a singular
+point (log, sqrt, division, fractional powers) get operands that are positive by construction
+(``abs(x) + c``), so that rounding differences between engines never meet a singularity
+inside a generated graph; their conventions *at* the singularity are tested on leaves, where
+the value is exact (``conformance.properties.test_conventions``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from conformance.ops import ALL_OPS
+from conformance.program import Const, Forward, Node, Operand, Param, Ref
+from conformance.shapes import Shape, broadcastable_shapes, promote, result_shape
+
+EDGE_VALUES = (0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0)
+"""Exact values where ops have kinks (0 for relu/abs/clamp, ±1 for clamp(-1, 1)) and that
+repeat often enough to make ties for max/min/maximum/minimum."""
+
+POW_EXPONENTS = (2.0, 3.0, 1.0, 0.0, -1.0, 0.5, 1.5, -0.5)
+CLAMP_BOUNDS = ({"min": 0.0}, {"min": -1.0, "max": 1.0}, {"max": 0.5}, {"min": -0.5, "max": 2.0})
+
+Draw = Callable[[st.SearchStrategy[Any]], Any]
+
+
+def values(shape: Shape, dtype: np.dtype, *, positive: bool = False) -> st.SearchStrategy[Any]:
+    """Arrays of ``shape`` whose elements are edge values or floats in [-4, 4] exactly
+    representable in ``dtype`` (``positive``: in [0.5, 4])."""
+    width = 32 if dtype == np.dtype("float32") else 64
+    if positive:
+        elements = st.one_of(
+            st.sampled_from([0.5, 1.0, 2.0]), st.floats(0.5, 4.0, width=width)
+        )
+    else:
+        elements = st.one_of(
+            st.sampled_from(EDGE_VALUES), st.floats(-4.0, 4.0, width=width)
+        )
+    return hnp.arrays(dtype, shape, elements=elements)
+
+
+def indices(shape: Shape) -> st.SearchStrategy[tuple[Any, ...]]:
+    """Index tuples for a tensor of ``shape`` (``ndim >= 1``) that torch and NumPy agree on:
+    ints (negative too), slices with steps (empty ones too), ``None``, ``...``, integer lists
+    with duplicates and negatives, and bool masks (all-False too)."""
+    return st.one_of(_basic_index(shape), _list_index(shape), _mask_index(shape))
+
+
+def _int_in(size: int) -> st.SearchStrategy[int]:
+    return st.integers(-size, size - 1)
+
+
+def _slices(size: int) -> st.SearchStrategy[slice]:
+    bound = st.none() | st.integers(-size - 2, size + 2)
+    return st.builds(slice, bound, bound, st.sampled_from([None, 1, 2, 3]))
+
+
+@st.composite
+def _basic_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
+    parts: list[Any] = []
+    count = draw(st.integers(1, len(shape)))
+    for size in shape[:count]:
+        options = [_slices(size)] + ([_int_in(size)] if size > 0 else [])
+        parts.append(draw(st.one_of(options)))
+    if draw(st.booleans()):
+        parts.insert(draw(st.integers(0, len(parts))), None)
+    if count < len(shape) and draw(st.booleans()):
+        parts.append(Ellipsis)
+    return tuple(parts)
+
+
+@st.composite
+def _list_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
+    # One or two integer lists of one length (torch broadcasts them); a slice may precede.
+    length = draw(st.integers(1, 4))
+    parts: list[Any] = []
+    dim = 0
+    if len(shape) > 1 and draw(st.booleans()):
+        parts.append(draw(_slices(shape[0])))
+        dim = 1
+    lists = draw(st.integers(1, min(2, len(shape) - dim)))
+    for size in shape[dim : dim + lists]:
+        if size == 0:
+            return (slice(None),)
+        parts.append(tuple(draw(st.lists(_int_in(size), min_size=length, max_size=length))))
+    return tuple(parts)
+
+
+@st.composite
+def _mask_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
+    dims = draw(st.integers(1, len(shape)))
+    mask = draw(hnp.arrays(np.dtype(bool), shape[:dims]))
+    return (mask,)
+
+
+@dataclass(frozen=True)
+class _Value:
+    """A pool entry: a param or node the generator may use as an operand."""
+
+    name: str
+    shape: Shape
+    dtype: np.dtype
+    positive: bool  # > 0 by construction, never the result of cancellation
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """A generated forward with the loss's shape and dtype (for a backward ``gradient``)."""
+
+    forward: Forward
+    shape: Shape
+    dtype: np.dtype
+
+
+class _Builder:
+    def __init__(
+        self, draw: Draw, loss: str, inputs: Sequence[_Value], ops: Sequence[str],
+        dtypes: Sequence[np.dtype],
+    ) -> None:
+        self.draw = draw
+        self.loss = loss
+        self.ops = ops
+        self.dtypes = dtypes
+        self.pool: list[_Value] = list(inputs)
+        self.uses: dict[str, int] = {value.name: 0 for value in inputs}
+        self.nodes: list[Node] = []
+
+    # --- emitting ------------------------------------------------------------------------
+    def emit(
+        self, op: str, args: Sequence[_Value | Const | float], params: dict[str, Any] | None = None,
+        *, positive: bool = False, name: str | None = None,
+    ) -> _Value:
+        params = params or {}
+        operands: list[Operand] = []
+        shapes: list[Shape | None] = []
+        dtypes: list[np.dtype] = []
+        tensor_shapes: list[Shape] = []
+        for arg in args:
+            if isinstance(arg, _Value):
+                operands.append(Ref(arg.name))
+                self.uses[arg.name] += 1
+                shapes.append(arg.shape)
+                dtypes.append(arg.dtype)
+                tensor_shapes.append(arg.shape)
+            elif isinstance(arg, Const):
+                operands.append(arg)
+                shapes.append(arg.value.shape)
+                dtypes.append(arg.value.dtype)
+                tensor_shapes.append(arg.value.shape)
+            else:
+                operands.append(float(arg))
+                shapes.append(None)
+        out = name or f"{self.loss}_{len(self.nodes)}"
+        shape = result_shape(op, shapes, params)
+        value = _Value(out, shape, promote(dtypes, tensor_shapes), positive)
+        self.nodes.append(Node(out, op, tuple(operands), params))
+        self.pool.append(value)
+        self.uses[out] = 0
+        return value
+
+    def pick(self, *, where: Callable[[_Value], bool] = lambda v: True) -> _Value | None:
+        candidates = [value for value in reversed(self.pool) if where(value)]
+        if not candidates:
+            return None
+        return self.draw(st.sampled_from(candidates))
+
+    def const(self, shape: Shape, dtype: np.dtype, *, positive: bool = False) -> Const:
+        return Const(self.draw(values(shape, dtype, positive=positive)))
+
+    def positive(self, value: _Value) -> _Value:
+        """``value`` itself if positive by construction, else ``abs(value) + c``."""
+        if value.positive:
+            return value
+        shift = self.draw(st.sampled_from([0.5, 1.0, 2.0]))
+        return self.emit("add", [self.emit("abs", [value]), shift], positive=True)
+
+    def other_dtype(self, dtype: np.dtype) -> np.dtype:
+        """Usually ``dtype``; sometimes another supported one, to exercise promotion."""
+        return self.draw(st.sampled_from([dtype, *[d for d in self.dtypes if d != dtype]]))
+
+    # --- op families ---------------------------------------------------------------------
+    def grow(self, op: str) -> None:
+        x = self.pick()
+        assert x is not None
+        if op in ("neg", "exp", "tanh", "sigmoid", "relu", "abs"):
+            self.emit(op, [x], positive=op in ("exp", "sigmoid"))
+        elif op in ("log", "sqrt"):
+            self.emit(op, [self.positive(x)], positive=op == "sqrt")
+        elif op == "clamp":
+            self.emit(op, [x], dict(self.draw(st.sampled_from(CLAMP_BOUNDS))))
+        elif op in ("add", "sub", "mul", "div", "pow", "maximum", "minimum"):
+            self.binary(op, x)
+        elif op == "matmul":
+            self.matmul(x)
+        elif op in ("sum", "mean", "max", "min", "amax", "amin", "max_dim", "min_dim"):
+            self.reduction(op, x)
+        elif op == "reshape":
+            self.emit(op, [x], {"shape": self.draw(_reshapes(x.shape))}, positive=x.positive)
+        elif op == "transpose" and len(x.shape) >= 2:
+            dims = self.draw(st.permutations(range(len(x.shape))))
+            self.emit(op, [x], {"dim0": dims[0], "dim1": dims[1]}, positive=x.positive)
+        elif op == "unsqueeze":
+            dim = self.draw(st.integers(-len(x.shape) - 1, len(x.shape)))
+            self.emit(op, [x], {"dim": dim}, positive=x.positive)
+        elif op == "getitem" and len(x.shape) >= 1:
+            self.emit(op, [x], {"index": self.draw(indices(x.shape))}, positive=x.positive)
+        elif op in ("cat", "stack"):
+            self.join(op, x)
+        elif op == "where":
+            self.where(x)
+
+    def binary(self, op: str, x: _Value) -> None:
+        draw = self.draw
+        scalar_ok = op not in ("maximum", "minimum")
+        kinds = ["const", "value"] + (["scalar"] * 2 if scalar_ok else [])
+        kind = draw(st.sampled_from(kinds))
+        if kind == "scalar":
+            self.binary_scalar(op, x)
+            return
+        other: _Value | Const | None = None
+        if kind == "value":
+            other = self.pick(where=lambda v: _broadcasts(v.shape, x.shape))
+        if other is None:
+            shape = draw(st.sampled_from(broadcastable_shapes(x.shape)))
+            positive = op in ("div", "pow")
+            other = self.const(shape, self.other_dtype(x.dtype), positive=positive)
+        if op == "div" and isinstance(other, _Value):
+            other = self.positive(other)
+        if op == "pow":
+            x = self.positive(x)  # a tensor exponent needs a positive base
+        left, right = (other, x) if op not in ("div", "pow") and draw(st.booleans()) else (x, other)
+        self.emit(op, [left, right], positive=op == "pow" or (op == "div" and x.positive))
+
+    def binary_scalar(self, op: str, x: _Value) -> None:
+        draw = self.draw
+        on_left = draw(st.booleans())
+        if op == "pow":
+            if on_left:
+                self.emit(op, [draw(st.sampled_from([2.0, 0.5, 3.0])), x], positive=True)
+                return
+            exponent = draw(st.sampled_from(POW_EXPONENTS))
+            if exponent != int(exponent) or exponent < 0:
+                x = self.positive(x)
+            self.emit(op, [x, exponent], positive=x.positive)
+            return
+        if op == "div":
+            if on_left:
+                self.emit(op, [draw(st.sampled_from([1.0, -2.0, 0.5])), self.positive(x)])
+            else:
+                self.emit(op, [x, draw(st.sampled_from([2.0, -0.5, 4.0, 3.0]))])
+            return
+        scalar = draw(st.sampled_from([0.0, 1.0, -1.0, 2.0, 0.5, -3.0]))
+        self.emit(op, [scalar, x] if on_left else [x, scalar])
+
+    def matmul(self, x: _Value) -> None:
+        if len(x.shape) not in (1, 2):
+            self.emit("sum", [x])
+            return
+        draw = self.draw
+        k = x.shape[-1] if draw(st.booleans()) else x.shape[0]
+        on_left = k == x.shape[-1]
+        fits = (lambda v: v.dtype == x.dtype and len(v.shape) in (1, 2)
+                and (v.shape[0] == k if on_left else v.shape[-1] == k))
+        other: _Value | Const | None = self.pick(where=fits) if draw(st.booleans()) else None
+        if other is None:
+            n = draw(st.integers(1, 3))
+            shape = draw(st.sampled_from([(k,), (k, n)] if on_left else [(k,), (n, k)]))
+            other = self.const(shape, x.dtype)
+        self.emit("matmul", [x, other] if on_left else [other, x])
+
+    def reduction(self, op: str, x: _Value) -> None:
+        draw = self.draw
+        size = int(np.prod(x.shape))
+        needs_dim = op in ("amax", "amin", "max_dim", "min_dim")
+        if needs_dim and not x.shape or op in ("max", "min") and size == 0:
+            op, needs_dim = "sum", False
+        if not x.shape or op in ("max", "min") or (not needs_dim and draw(st.booleans())):
+            self.emit(op, [x], positive=x.positive)
+            return
+        dims = [d for d in range(len(x.shape)) if x.shape[d] > 0 or op in ("sum", "mean")]
+        if not dims:
+            self.emit("sum", [x])
+            return
+        dim = draw(st.sampled_from(dims))
+        dim -= len(x.shape) * draw(st.booleans())
+        params = {"dim": dim, "keepdim": draw(st.booleans())}
+        self.emit(op, [x], params, positive=x.positive and op != "mean")
+
+    def join(self, op: str, x: _Value) -> None:
+        draw = self.draw
+        if op == "cat" and not x.shape:
+            op = "stack"
+        dim = draw(st.integers(0, len(x.shape) - (1 if op == "cat" else 0)))
+        count = draw(st.integers(1, 2))
+        parts: list[_Value | Const] = [x]
+        for _ in range(count):
+            def fits(v: _Value) -> bool:
+                if v.dtype != x.dtype or len(v.shape) != len(x.shape):
+                    return False
+                return all(a == b or (op == "cat" and i == dim)
+                           for i, (a, b) in enumerate(zip(v.shape, x.shape)))
+            other = self.pick(where=fits) if draw(st.booleans()) else None
+            if other is None:
+                shape = list(x.shape)
+                if op == "cat":
+                    shape[dim] = draw(st.integers(0, 3))
+                parts.append(self.const(tuple(shape), x.dtype))
+            else:
+                parts.append(other)
+        order = draw(st.permutations(range(len(parts))))
+        self.emit(op, [parts[i] for i in order], {"dim": dim})
+
+    def where(self, x: _Value) -> None:
+        draw = self.draw
+        cond = draw(hnp.arrays(np.dtype(bool), draw(st.sampled_from(broadcastable_shapes(x.shape)))))
+        other: _Value | Const | None = self.pick(where=lambda v: _broadcasts(v.shape, x.shape))
+        if other is None or draw(st.booleans()):
+            other = self.const(draw(st.sampled_from(broadcastable_shapes(x.shape))), x.dtype)
+        args = [x, other] if draw(st.booleans()) else [other, x]
+        self.emit("where", args, {"cond": cond})
+
+    # --- finishing -----------------------------------------------------------------------
+    def finish_scalar(self) -> _Value:
+        """Reduce every unconsumed value and add them up into the loss."""
+        draw = self.draw
+        sinks = [value for value in self.pool if self.uses[value.name] == 0]
+        reduced = [self.emit(draw(st.sampled_from(["sum", "mean"])), [sink]) for sink in sinks]
+        total = reduced[0]
+        for term in reduced[1:]:
+            total = self.emit("add", [total, term])
+        final_shape = draw(st.sampled_from([(), (), (), (1,), (1, 1)]))
+        return self.emit("reshape", [total], {"shape": final_shape}, name=self.loss)
+
+    def finish_tensor(self) -> _Value:
+        """The loss is the newest value, as it is (any shape), through a no-op view."""
+        last = self.pool[-1]
+        return self.emit("reshape", [last], {"shape": last.shape}, name=self.loss)
+
+
+def _broadcasts(a: Shape, b: Shape) -> bool:
+    try:
+        np.broadcast_shapes(a, b)
+    except ValueError:
+        return False
+    return True
+
+
+@st.composite
+def _reshapes(draw: Draw, shape: Shape) -> tuple[int, ...]:
+    size = int(np.prod(shape))
+    options = [(-1,), (size,), (1, size), (size, 1), (1, -1), shape]
+    if size >= 4 and size % 2 == 0:
+        options += [(2, size // 2), (-1, 2)]
+    return tuple(draw(st.sampled_from(options)))
+
+
+@st.composite
+def forwards(
+    draw: Draw,
+    *,
+    loss: str,
+    params: Sequence[Param],
+    ops: Collection[str] | None = None,
+    dtypes: Sequence[np.dtype] | None = None,
+    min_ops: int = 0,
+    max_ops: int = 6,
+    min_inputs: int = 1,
+    scalar: bool = True,
+) -> GraphInfo:
+    """A :class:`Forward` building ``loss`` from a drawn, non-empty subset of ``params``.
+
+    ``ops`` limits the op set (default: all); ``scalar=False`` leaves the loss as the newest
+    value, of any shape, for a backward with an explicit ``gradient``.
+    """
+    if not params:
+        raise ValueError("forwards() needs at least one param")
+    if min_ops < 0 or max_ops < min_ops:
+        raise ValueError(f"need 0 <= min_ops <= max_ops, got min_ops={min_ops}, max_ops={max_ops}")
+    op_names = sorted(ALL_OPS if ops is None else ops)
+    unknown = set(op_names) - ALL_OPS
+    if unknown:
+        raise ValueError(f"unknown ops {sorted(unknown)}; known: {sorted(ALL_OPS)}")
+    dtype_list = list(dtypes) if dtypes is not None else sorted(
+        {p.value.dtype for p in params}, key=str
+    )
+    chosen = draw(
+        st.lists(
+            st.sampled_from(params), min_size=min(min_inputs, len(params)),
+            max_size=len(params), unique_by=lambda p: p.name,
+        ).filter(bool)
+    )
+    inputs = [_Value(p.name, p.value.shape, p.value.dtype, positive=False) for p in chosen]
+    builder = _Builder(draw, loss, inputs, op_names, dtype_list)
+    if op_names:
+        for op in draw(st.lists(st.sampled_from(op_names), min_size=min_ops, max_size=max_ops)):
+            builder.grow(op)
+    result = builder.finish_scalar() if scalar else builder.finish_tensor()
+    return GraphInfo(Forward(loss, tuple(builder.nodes)), result.shape, result.dtype)

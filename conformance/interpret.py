@@ -1,0 +1,147 @@
+"""Run a :class:`~conformance.program.Program` on an engine and record what a user can observe.
+
+After every instruction the interpreter records: whether it raised (and the error's category),
+every param's value, every param's grad (None or values), and whether each grad is still the
+object it was after the previous instruction. Comparing two such traces is all a property needs.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from conformance.adapter import Engine
+from conformance.errors import EngineCrash, ErrorKind
+from conformance.program import (
+    Backward,
+    Const,
+    Forward,
+    Instruction,
+    MakeSGD,
+    Program,
+    Ref,
+    SetGradNone,
+    SetHyperparameter,
+    Step,
+    ZeroGrad,
+    describe,
+)
+
+
+@dataclass
+class Observation:
+    """The observable state right after one instruction (index 0: before any)."""
+
+    index: int
+    label: str
+    error: ErrorKind | None
+    values: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray | None]
+    same_grad: dict[str, bool | None]
+    """Per param: is the grad the same object as at the previous observation? None where
+    either grad is None."""
+
+
+class _Machine:
+    """The interpreter's state for one run: named tensors, the optimizer, the last grads."""
+
+    def __init__(self, engine: Engine, program: Program) -> None:
+        self.engine = engine
+        self.params = {p.name: engine.tensor(p.value, requires_grad=True) for p in program.params}
+        self.tensors: dict[str, Any] = dict(self.params)
+        self.optimizer: Any = None
+        self.last_grads: dict[str, Any] = {name: None for name in self.params}
+
+    def runnable(self, instruction: Instruction) -> bool:
+        """False when an earlier instruction that this one needs failed (its error was
+        recorded there): a loss whose forward raised, or an optimizer that was not built."""
+        if isinstance(instruction, Backward):
+            return instruction.loss in self.tensors
+        if isinstance(instruction, (Step, ZeroGrad, SetHyperparameter)):
+            return self.optimizer is not None
+        return True
+
+    def execute(self, instruction: Instruction) -> None:
+        engine = self.engine
+        if isinstance(instruction, Forward):
+            for node in instruction.nodes:
+                operands = [self._operand(operand) for operand in node.operands]
+                self.tensors[node.out] = engine.apply(node.op, operands, node.params)
+        elif isinstance(instruction, Backward):
+            engine.backward(
+                self.tensors[instruction.loss],
+                gradient=instruction.gradient,
+                retain_graph=instruction.retain_graph,
+            )
+        elif isinstance(instruction, MakeSGD):
+            groups = [
+                {"params": [self.tensors[name] for name in group.params], **group.overrides}
+                for group in instruction.groups
+            ]
+            self.optimizer = engine.sgd(groups, instruction.defaults)
+        elif isinstance(instruction, Step):
+            engine.step(self.optimizer)
+        elif isinstance(instruction, ZeroGrad):
+            engine.zero_grad(self.optimizer, set_to_none=instruction.set_to_none)
+        elif isinstance(instruction, SetGradNone):
+            engine.set_grad_none(self.params[instruction.param])
+        elif isinstance(instruction, SetHyperparameter):
+            engine.set_hyperparameter(
+                self.optimizer, instruction.group, instruction.key, instruction.value
+            )
+        else:
+            raise TypeError(f"not an instruction: {instruction!r}")
+
+    def _operand(self, operand: Any) -> Any:
+        if isinstance(operand, Ref):
+            return self.tensors[operand.name]
+        if isinstance(operand, Const):
+            return self.engine.tensor(operand.value, requires_grad=False)
+        return operand
+
+    def observe(self, index: int, label: str, error: ErrorKind | None) -> Observation:
+        values: dict[str, np.ndarray] = {}
+        grads: dict[str, np.ndarray | None] = {}
+        same: dict[str, bool | None] = {}
+        for name, param in self.params.items():
+            values[name] = self.engine.to_numpy(param)
+            grad = self.engine.grad(param)
+            grads[name] = None if grad is None else self.engine.to_numpy(grad)
+            previous = self.last_grads[name]
+            both = grad is not None and previous is not None
+            same[name] = self.engine.same_object(previous, grad) if both else None
+            self.last_grads[name] = grad
+        return Observation(index, label, error, values, grads, same)
+
+
+def run(engine: Engine, program: Program) -> list[Observation]:
+    """Run ``program`` on ``engine``; one observation before and after each instruction.
+
+    An exception the adapter classifies becomes the observation's ``error`` and the program
+    goes on; one it does not classify is an :class:`EngineCrash`.
+    """
+    machine = _Machine(engine, program)
+    trace = [machine.observe(0, "start", None)]
+    for index, instruction in enumerate(program.instructions, start=1):
+        error: ErrorKind | None = None
+        if not machine.runnable(instruction):
+            trace.append(machine.observe(index, "skipped: " + describe(instruction), None))
+            continue
+        try:
+            machine.execute(instruction)
+        except Exception as exc:
+            error = engine.classify(exc)
+            if error is None:
+                raise EngineCrash(
+                    f"engine {engine.name!r} raised an exception its adapter does not classify, "
+                    f"at instruction [{index}] {describe(instruction)}:\n"
+                    + "".join(traceback.format_exception_only(type(exc), exc))
+                    + "\nProgram as a torch script:\n"
+                    + program.to_script(guarded=[index])
+                ) from exc
+        trace.append(machine.observe(index, describe(instruction), error))
+    return trace
+

@@ -1,0 +1,123 @@
+"""The op set a generated graph may use, and how each op prints in a torch script.
+
+An op is named by a string; its operands are tensors or Python floats and its keyword
+parameters are plain Python values (ints, bools, tuples, index tuples). Adapters implement
+``Engine.apply(op, operands, params)``; scripts render an op with ``render``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Index = tuple[Any, ...]
+"""A normalized index: a tuple of int, slice, None, Ellipsis, tuple[int, ...] (an integer
+list) or a NumPy bool array (a mask)."""
+
+
+def render_index(index: Index) -> str:
+    """``(1, slice(None, None, 2), (0, 0))`` → ``1, ::2, [0, 0]``."""
+    return ", ".join(_render_index_part(part) for part in index)
+
+
+def _render_index_part(part: Any) -> str:
+    if part is None:
+        return "None"
+    if part is Ellipsis:
+        return "..."
+    if isinstance(part, slice):
+        text = ":".join("" if v is None else str(v) for v in (part.start, part.stop))
+        return text if part.step is None else f"{text}:{part.step}"
+    if isinstance(part, tuple):
+        return "[" + ", ".join(str(i) for i in part) + "]"
+    if isinstance(part, np.ndarray):
+        return f"torch.tensor({part.tolist()})"
+    return str(part)
+
+
+def _dims(params: Mapping[str, Any]) -> str:
+    dim = params.get("dim")
+    if dim is None:
+        return ""
+    keepdim = ", keepdim=True" if params.get("keepdim") else ""
+    return f"dim={dim}{keepdim}"
+
+
+Render = Callable[[Sequence[str], Mapping[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """One op: how many tensor operands it takes and how it prints in a torch script."""
+
+    name: str
+    arity: int  # -1: a list of tensors (cat, stack)
+    render: Render
+
+
+def _method(method: str) -> Render:
+    return lambda a, p: f"{a[0]}.{method}()"
+
+
+def _binary(symbol: str) -> Render:
+    return lambda a, p: f"({a[0]} {symbol} {a[1]})"
+
+
+def _reduction(method: str) -> Render:
+    return lambda a, p: f"{a[0]}.{method}({_dims(p)})"
+
+
+def _render_clamp(a: Sequence[str], p: Mapping[str, Any]) -> str:
+    bounds = ", ".join(f"{k}={p[k]!r}" for k in ("min", "max") if p.get(k) is not None)
+    return f"{a[0]}.clamp({bounds})"
+
+
+def _render_max_dim(method: str) -> Render:
+    def render(a: Sequence[str], p: Mapping[str, Any]) -> str:
+        return f"{a[0]}.{method}({_dims(p)}).values"
+
+    return render
+
+
+OPS: dict[str, OpInfo] = {
+    info.name: info
+    for info in [
+        OpInfo("add", 2, _binary("+")),
+        OpInfo("sub", 2, _binary("-")),
+        OpInfo("mul", 2, _binary("*")),
+        OpInfo("div", 2, _binary("/")),
+        OpInfo("pow", 2, _binary("**")),
+        OpInfo("matmul", 2, _binary("@")),
+        OpInfo("neg", 1, lambda a, p: f"(-{a[0]})"),
+        OpInfo("exp", 1, _method("exp")),
+        OpInfo("log", 1, _method("log")),
+        OpInfo("sqrt", 1, _method("sqrt")),
+        OpInfo("tanh", 1, _method("tanh")),
+        OpInfo("sigmoid", 1, _method("sigmoid")),
+        OpInfo("relu", 1, _method("relu")),
+        OpInfo("abs", 1, _method("abs")),
+        OpInfo("clamp", 1, _render_clamp),
+        OpInfo("sum", 1, _reduction("sum")),
+        OpInfo("mean", 1, _reduction("mean")),
+        OpInfo("max", 1, _reduction("max")),
+        OpInfo("min", 1, _reduction("min")),
+        OpInfo("max_dim", 1, _render_max_dim("max")),
+        OpInfo("min_dim", 1, _render_max_dim("min")),
+        OpInfo("amax", 1, _reduction("amax")),
+        OpInfo("amin", 1, _reduction("amin")),
+        OpInfo("maximum", 2, lambda a, p: f"torch.maximum({a[0]}, {a[1]})"),
+        OpInfo("minimum", 2, lambda a, p: f"torch.minimum({a[0]}, {a[1]})"),
+        OpInfo("reshape", 1, lambda a, p: f"{a[0]}.reshape({tuple(p['shape'])!r})"),
+        OpInfo("transpose", 1, lambda a, p: f"{a[0]}.transpose({p['dim0']}, {p['dim1']})"),
+        OpInfo("unsqueeze", 1, lambda a, p: f"{a[0]}.unsqueeze({p['dim']})"),
+        OpInfo("getitem", 1, lambda a, p: f"{a[0]}[{render_index(p['index'])}]"),
+        OpInfo("cat", -1, lambda a, p: f"torch.cat([{', '.join(a)}], dim={p['dim']})"),
+        OpInfo("stack", -1, lambda a, p: f"torch.stack([{', '.join(a)}], dim={p['dim']})"),
+        OpInfo("where", 2, lambda a, p: f"torch.where({_render_index_part(p['cond'])}, {a[0]}, {a[1]})"),
+    ]
+}
+
+ALL_OPS: frozenset[str] = frozenset(OPS)

@@ -1,0 +1,147 @@
+"""The pytest plugin (entry point ``pytest11: conformance``).
+
+``pytest --pyargs conformance --engine NAME`` runs the properties in
+``conformance/properties`` against an engine. The plugin:
+
+- adds ``--engine`` (or ``CONFORMANCE_ENGINE``) and provides the session fixture ``engine``;
+- skips properties marked ``@pytest.mark.requires("feature")`` that the engine declared
+  unsupported, with the engine's reason;
+- runs the engine's known deviations as strict xfails and reports entries that match nothing;
+- loads the ``ci`` Hypothesis profile unless ``--hypothesis-profile`` says otherwise;
+- prints the engine, its version, the profile and the seed in the report header.
+
+It does nothing to test sessions that collect no conformance property.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from conformance import profiles  # registers the profiles before Hypothesis's plugin loads one
+from conformance.adapter import Engine
+
+ENGINE_ENV = "CONFORMANCE_ENGINE"
+DEFAULT_ENGINE = "reference"
+PROPERTIES_PACKAGE = "conformance.properties."
+
+_engine_key = pytest.StashKey[Engine]()
+_stale_key = pytest.StashKey[list[str]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "autograd conformance suite")
+    group.addoption(
+        "--engine",
+        default=None,
+        metavar="NAME",
+        help=f"engine to test: a registered name or 'package.module:Adapter' "
+        f"(default: ${ENGINE_ENV}, else {DEFAULT_ENGINE!r})",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "requires(feature): skip unless the engine supports the feature"
+    )
+    spec = config.getoption("engine") or os.environ.get(ENGINE_ENV)
+    if spec:
+        config.stash[_engine_key] = _load(spec)
+    if spec or _collects_properties(config):
+        _load_profile(config)
+
+
+def _collects_properties(config: pytest.Config) -> bool:
+    """Whether the command line names the suite (``--pyargs conformance...``)."""
+    return any(str(arg).split("::")[0].startswith("conformance") for arg in config.args)
+
+
+def _load(spec: str) -> Engine:
+    from conformance.engines import UnknownEngine, load_engine
+
+    try:
+        return load_engine(spec)
+    except UnknownEngine as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def engine_of(config: pytest.Config) -> Engine:
+    """The engine under test for this session (loading the default on first use)."""
+    if _engine_key not in config.stash:
+        config.stash[_engine_key] = _load(DEFAULT_ENGINE)
+    return config.stash[_engine_key]
+
+
+@pytest.fixture(scope="session")
+def engine(pytestconfig: pytest.Config) -> Engine:
+    """The engine under test."""
+    return engine_of(pytestconfig)
+
+
+def property_id(item: pytest.Item) -> str | None:
+    """``"sgd::test_matches_reference"`` for a conformance property, else None."""
+    module = getattr(item, "module", None)
+    if module is None or not module.__name__.startswith(PROPERTIES_PACKAGE):
+        return None
+    semantic = module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    return f"{semantic}::{getattr(item, 'originalname', item.name)}"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if _engine_key not in config.stash:
+        return []
+    engine = config.stash[_engine_key]
+    from hypothesis import settings
+
+    seed = config.getoption("hypothesis_seed", None)
+    profile = settings.get_current_profile_name()
+    derandomized = settings.default.derandomize
+    seed_text = "derandomized" if derandomized else (seed if seed is not None else "random")
+    return [
+        f"conformance: engine={engine.name} ({engine.version()}), "
+        f"hypothesis profile={profile}, seed={seed_text}"
+    ]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    properties = [(item, pid) for item in items if (pid := property_id(item))]
+    if not properties:
+        return
+    engine = engine_of(config)
+    unsupported = engine.capabilities.unsupported
+    deviations = {d.property: d for d in engine.known_deviations}
+    matched: set[str] = set()
+    for item, pid in properties:
+        for marker in item.iter_markers("requires"):
+            for feature in marker.args:
+                if feature in unsupported:
+                    item.add_marker(pytest.mark.skip(
+                        reason=f"unsupported by {engine.name}: {feature} ({unsupported[feature]})"
+                    ))
+        deviation = deviations.get(pid)
+        if deviation is not None:
+            matched.add(pid)
+            item.add_marker(pytest.mark.xfail(
+                strict=True, reason=f"known deviation of {engine.name}: {deviation.reason}"
+            ))
+    config.stash[_stale_key] = [pid for pid in deviations if pid not in matched]
+
+
+def _load_profile(config: pytest.Config) -> None:
+    """Hypothesis fixes a test's settings when the test module is imported, so the profile is
+    loaded here, before collection; an explicit ``--hypothesis-profile`` wins."""
+    from hypothesis import settings
+
+    if config.getoption("hypothesis_profile", None) is None:
+        settings.load_profile(profiles.DEFAULT_PROFILE)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    stale = config.stash.get(_stale_key, [])
+    if stale:
+        terminalreporter.section("conformance: stale known deviations")
+        for pid in stale:
+            terminalreporter.write_line(f"{pid}: matches no collected property")

@@ -1,0 +1,50 @@
+"""``loss.backward()`` accumulates into ``.grad``: across calls, across losses, in place."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance import strategies as cs
+from conformance.graphs import forwards
+from conformance.program import Backward, Program
+from conformance.runner import check_against_reference
+
+
+@given(data=st.data())
+def test_repeated_backward_accumulates(engine, data):
+    """k backward calls through one retained graph add k contributions into the same grad."""
+    params = data.draw(cs.params(engine.capabilities), label="params")
+    info = data.draw(forwards(loss="loss0", params=params, ops=engine.capabilities.ops),
+                     label="forward")
+    calls = data.draw(st.integers(2, 4), label="backward calls")
+    backwards = [Backward("loss0", retain_graph=True) for _ in range(calls - 1)]
+    program = Program(params, (info.forward, *backwards, Backward("loss0")))
+    check_against_reference(engine, program)
+
+
+@given(data=st.data())
+def test_losses_accumulate(engine, data):
+    """Backward of several losses over overlapping params sums every contribution; params
+    that no loss reached keep ``grad is None``; the grad object stays the same."""
+    program = data.draw(
+        cs.programs(engine.capabilities, actions=["forward_backward"], min_instructions=2,
+                    max_instructions=5),
+        label="program",
+    )
+    check_against_reference(engine, program)
+
+
+@pytest.mark.requires("backward_gradient")
+@given(data=st.data())
+def test_backward_with_gradient(engine, data):
+    """``out.backward(gradient=g)`` accumulates Jᵀg for a non-scalar ``out``."""
+    params = data.draw(cs.params(engine.capabilities), label="params")
+    info = data.draw(
+        forwards(loss="out", params=params, ops=engine.capabilities.ops, min_ops=1, scalar=False),
+        label="forward",
+    )
+    gradient = data.draw(cs.values(info.shape, info.dtype), label="gradient")
+    program = Program(params, (info.forward, Backward("out", True, gradient), Backward("out")))
+    check_against_reference(engine, program)

@@ -1,0 +1,98 @@
+"""Gradient conventions at kinks, ties and singular points, on exact leaf values.
+
+relu/abs at 0 → 0; clamp's bounds are inclusive; sqrt/log at 0 → inf; full max/min/amax/amin
+and maximum/minimum split ties evenly; max(dim)/min(dim) give all to the returned index;
+where gives all to the picked branch (and 0·inf = nan leaks through); pow's special cases.
+Values come from a tiny pool ({0, -0, ±1, 0.5, 2}), so ties and zeros are the common case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from conformance.graphs import CLAMP_BOUNDS, POW_EXPONENTS
+from conformance.program import Backward, Forward, Node, Operand, Param, Program, Ref
+from conformance.runner import check_against_reference
+
+KINK_VALUES = (0.0, -0.0, 1.0, -1.0, 0.5, 2.0)
+SHAPES = ((), (3,), (2, 3), (4, 1))
+
+
+def _leaf(data: Any, engine: Any, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Param:
+    value = data.draw(hnp.arrays(dtype, shape, elements=st.sampled_from(KINK_VALUES)), label=name)
+    return Param(name, value)
+
+
+def _program(params: tuple[Param, ...], op: str, operands: tuple[Operand, ...],
+             op_params: dict[str, Any], reduce: str) -> Program:
+    forward = Forward("loss0", (
+        Node("y", op, operands, op_params),
+        Node("loss0", reduce, (Ref("y"),)),
+    ))
+    return Program(params, (forward, Backward("loss0")))
+
+
+UNARY = ("relu", "abs", "sqrt", "log", "exp", "tanh", "sigmoid", "neg", "clamp")
+REDUCTIONS = ("max", "min", "amax", "amin", "max_dim", "min_dim", "sum", "mean")
+BINARY = ("maximum", "minimum", "pow", "mul", "div", "add", "sub")
+
+
+def _cases() -> list[Any]:
+    ops = [*UNARY, *REDUCTIONS, *BINARY, "pow_scalar_exponent", "pow_scalar_base", "where"]
+    return [pytest.param(op, marks=pytest.mark.requires(f"op:{op.split('_scalar')[0]}"), id=op)
+            for op in ops]
+
+
+@pytest.mark.parametrize("case", _cases())
+@given(data=st.data())
+def test_convention(engine, case, data):
+    caps = engine.capabilities
+    dtype = data.draw(st.sampled_from(caps.dtypes), label="dtype")
+    shape = data.draw(st.sampled_from(SHAPES), label="shape")
+    x = _leaf(data, engine, "p0", shape, dtype)
+    params: tuple[Param, ...] = (x,)
+    op, operands, op_params = case, (Ref("p0"),), {}
+    if case == "clamp":
+        op_params = dict(data.draw(st.sampled_from(CLAMP_BOUNDS), label="bounds"))
+    elif case in REDUCTIONS and case not in ("max", "min") and shape:
+        dim = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")
+        op_params = {"dim": dim, "keepdim": data.draw(st.booleans(), label="keepdim")}
+    elif case in ("amax", "amin", "max_dim", "min_dim"):
+        op = "max" if case in ("amax", "max_dim") else "min"
+    elif case in BINARY:
+        y = _leaf(data, engine, "p1", shape, dtype)
+        params, operands = (x, y), (Ref("p0"), Ref("p1"))
+    elif case == "pow_scalar_exponent":
+        op, operands = "pow", (Ref("p0"), data.draw(st.sampled_from(POW_EXPONENTS), label="e"))
+    elif case == "pow_scalar_base":
+        base = data.draw(st.sampled_from([0.0, 2.0, 0.5]), label="base")
+        op, operands = "pow", (base, Ref("p0"))
+    elif case == "where":
+        y = _leaf(data, engine, "p1", shape, dtype)
+        params, operands = (x, y), (Ref("p0"), Ref("p1"))
+        op_params = {"cond": data.draw(hnp.arrays(np.dtype(bool), shape), label="cond")}
+    reduce = data.draw(st.sampled_from(["sum", "mean"]), label="reduction")
+    check_against_reference(engine, _program(params, op, operands, op_params, reduce))
+
+
+@pytest.mark.requires("op:where", "op:sqrt")
+@given(data=st.data())
+def test_where_leaks_nan_from_the_unpicked_branch(engine, data):
+    """``where(c, sqrt(x), y)`` at x = 0 where c is False: the sqrt branch gets grad 0, and
+    sqrt's backward turns 0 · inf into NaN in x.grad, as in torch."""
+    dtype = data.draw(st.sampled_from(engine.capabilities.dtypes), label="dtype")
+    x = _leaf(data, engine, "p0", (3,), dtype)
+    y = _leaf(data, engine, "p1", (3,), dtype)
+    cond = data.draw(hnp.arrays(np.dtype(bool), (3,)), label="cond")
+    forward = Forward("loss0", (
+        Node("s", "sqrt", (Ref("p0"),)),
+        Node("w", "where", (Ref("s"), Ref("p1")), {"cond": cond}),
+        Node("loss0", "sum", (Ref("w"),)),
+    ))
+    check_against_reference(engine, Program((x, y), (forward, Backward("loss0"))))

@@ -1,0 +1,145 @@
+"""``SGD.step()`` follows torch's algorithm — lr, momentum, dampening, nesterov,
+weight_decay, maximize, param groups — and skips params whose grad is None."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance import strategies as cs
+from conformance.graphs import forwards
+from conformance.program import (
+    Backward,
+    Forward,
+    Group,
+    MakeSGD,
+    Node,
+    Param,
+    Program,
+    Ref,
+    SetGradNone,
+    Step,
+    ZeroGrad,
+)
+from conformance.runner import check_against_reference
+
+NON_DEFAULT = {
+    "momentum": st.sampled_from([0.9, 0.5, 1.0]),
+    "dampening": st.sampled_from([0.5, 0.1, 1.0]),
+    "weight_decay": st.sampled_from([0.5, 0.1, 1.0]),
+    "nesterov": st.just(True),
+    "maximize": st.just(True),
+}
+
+
+@given(data=st.data())
+def test_steps_match_reference(engine, data):
+    """Several forward/backward/step rounds with drawn hyperparameters and zero_grads."""
+    program = data.draw(
+        cs.programs(engine.capabilities, actions=["forward_backward", "step", "zero_grad"]),
+        label="program",
+    )
+    check_against_reference(engine, program)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(name, marks=pytest.mark.requires(f"hyper:{name}")) for name in NON_DEFAULT],
+)
+@given(data=st.data())
+def test_hyperparameter(engine, name, data):
+    """Each hyperparameter, forced away from its default, over 3 steps (momentum and
+    dampening differ from plain SGD only from the second step on)."""
+    params = data.draw(cs.params(engine.capabilities), label="params")
+    hyper = data.draw(cs.hyperparameters(engine.capabilities), label="hyperparameters")
+    hyper[name] = data.draw(NON_DEFAULT[name], label=name)
+    if name in ("nesterov", "dampening"):
+        hyper["momentum"] = data.draw(NON_DEFAULT["momentum"], label="momentum")
+    if name == "nesterov":
+        hyper["dampening"] = 0.0
+    make = MakeSGD((Group(tuple(p.name for p in params)),), hyper)
+    steps = []
+    for i in range(3):
+        info = data.draw(forwards(loss=f"loss{i}", params=params, ops=engine.capabilities.ops,
+                                  max_ops=3), label=f"forward {i}")
+        steps += [info.forward, Backward(info.forward.loss), Step(), ZeroGrad()]
+    check_against_reference(engine, Program(params, (make, *steps)))
+
+
+@pytest.mark.requires("param_groups")
+@given(data=st.data())
+def test_param_groups(engine, data):
+    """Two param groups, each with its own hyperparameters."""
+    params = data.draw(cs.params(engine.capabilities, min_size=2), label="params")
+    make = data.draw(cs.param_groups(engine.capabilities, [p.name for p in params]),
+                     label="optimizer")
+    steps = []
+    for i in range(2):
+        info = data.draw(forwards(loss=f"loss{i}", params=params, ops=engine.capabilities.ops,
+                                  max_ops=3), label=f"forward {i}")
+        steps += [info.forward, Backward(info.forward.loss), Step()]
+    check_against_reference(engine, Program(params, (make, *steps)))
+
+
+@given(data=st.data())
+def test_none_grads_are_skipped(engine, data):
+    """A param whose grad is None does not move, gets no state, and its momentum buffer is not
+    decayed while skipped; when it gets a grad again, the old buffer resumes."""
+    program = data.draw(
+        cs.programs(engine.capabilities, actions=["forward_backward", "step", "set_grad_none",
+                                                  "zero_grad"], min_instructions=4),
+        label="program",
+    )
+    check_against_reference(engine, program)
+
+
+@pytest.mark.requires("set_hyperparameter")
+@given(data=st.data())
+def test_hyperparameter_changes_between_steps(engine, data):
+    """``param_groups[i][key] = value`` between steps takes effect from the next step."""
+    program = data.draw(
+        cs.programs(engine.capabilities, actions=["forward_backward", "step",
+                                                  "set_hyperparameter"], min_instructions=4),
+        label="program",
+    )
+    check_against_reference(engine, program)
+
+
+@given(data=st.data())
+def test_invalid_hyperparameters_raise(engine, data):
+    """The constructor rejects a negative lr, momentum or weight_decay, and nesterov without
+    momentum or with dampening."""
+    params = data.draw(cs.params(engine.capabilities, max_size=2), label="params")
+    hyper = data.draw(cs.invalid_hyperparameters(engine.capabilities), label="hyperparameters")
+    make = MakeSGD((Group(tuple(p.name for p in params)),), hyper)
+    check_against_reference(engine, Program(params, (make,)))
+
+
+@given(data=st.data())
+def test_invalid_param_lists_raise(engine, data):
+    """An empty parameter list, a param in two groups, or a non-leaf tensor is rejected."""
+    params = data.draw(cs.params(engine.capabilities, min_size=2, max_size=2), label="params")
+    case = data.draw(st.sampled_from(["empty", "duplicate", "non-leaf"]), label="case")
+    instructions: list = []
+    if case == "empty":
+        groups = (Group(()),)
+    elif case == "duplicate":
+        groups = (Group(("p0", "p1")), Group(("p1",)))
+    else:
+        instructions.append(Forward("h", (Node("h", "mul", (Ref("p0"), 2.0)),)))
+        groups = (Group(("p1", "h")),)
+    instructions.append(MakeSGD(groups, {"lr": 0.1}))
+    check_against_reference(engine, Program(params, tuple(instructions)))
+
+
+def test_unused_param_example(engine):
+    """Fixed example: a param left out of every loss keeps grad None through steps."""
+    params = (Param("p0", np.array([1.0, 2.0])), Param("p1", np.array(3.0)))
+    forward = Forward("loss0", (Node("loss0", "sum", (Ref("p0"),)),))
+    program = Program(params, (
+        MakeSGD((Group(("p0", "p1")),), {"lr": 0.5, "momentum": 0.9}),
+        forward, Backward("loss0"), Step(), SetGradNone("p0"), Step(),
+    ))
+    check_against_reference(engine, program)

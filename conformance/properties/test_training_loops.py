@@ -1,0 +1,28 @@
+"""Whole training loops: every instruction drawn, the whole observable state compared."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance import strategies as cs
+from conformance.runner import check_against_reference
+
+
+@given(data=st.data())
+def test_training_loop(engine, data):
+    """Forwards over drawn param subsets, backwards (retain_graph drawn, repeated), steps,
+    zero_grads, grads set to None, hyperparameters changed between steps."""
+    program = data.draw(cs.programs(engine.capabilities, max_instructions=16), label="program")
+    check_against_reference(engine, program)
+
+
+@given(data=st.data())
+def test_many_steps_without_zero_grad(engine, data):
+    """Gradients pile up over many backward/step rounds: each step sees the running sum."""
+    program = data.draw(
+        cs.programs(engine.capabilities, actions=["forward_backward", "step"], max_ops=3,
+                    min_instructions=6, max_instructions=12),
+        label="program",
+    )
+    check_against_reference(engine, program)

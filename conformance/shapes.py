@@ -1,0 +1,69 @@
+"""Shape and dtype bookkeeping for the graph generator: what each op produces.
+
+Shapes are computed by running the op on NumPy zeros, whose broadcasting, reduction and
+indexing rules agree with torch's for every op and index form the generator emits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+def numpy_index(index: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Integer lists as lists (advanced indexing), everything else as it is."""
+    return tuple(list(part) if isinstance(part, tuple) else part for part in index)
+
+
+def result_shape(op: str, shapes: Sequence[Shape | None], params: Mapping[str, Any]) -> Shape:
+    """The shape ``op`` produces from operands of ``shapes`` (None: a Python scalar)."""
+    arrays = [np.zeros(shape) if shape is not None else 0.0 for shape in shapes]
+    first = arrays[0]
+    if op in ("sum", "mean", "amax", "amin", "max_dim", "min_dim", "max", "min"):
+        dim = params.get("dim")
+        if dim is None:
+            return ()
+        return np.sum(first, axis=dim, keepdims=bool(params.get("keepdim"))).shape
+    if op == "matmul":
+        return np.matmul(first, arrays[1]).shape
+    if op == "reshape":
+        return np.reshape(first, params["shape"]).shape
+    if op == "transpose":
+        return np.swapaxes(first, params["dim0"], params["dim1"]).shape
+    if op == "unsqueeze":
+        return np.expand_dims(first, params["dim"]).shape
+    if op == "getitem":
+        return np.asarray(first)[numpy_index(params["index"])].shape
+    if op == "cat":
+        return np.concatenate(arrays, axis=params["dim"]).shape
+    if op == "stack":
+        return np.stack(arrays, axis=params["dim"]).shape
+    if op == "where":
+        return np.broadcast_shapes(params["cond"].shape, *(np.shape(a) for a in arrays))
+    return np.broadcast_shapes(*(np.shape(a) for a in arrays))
+
+
+def promote(dtypes: Sequence[np.dtype], shapes: Sequence[Shape]) -> np.dtype:
+    """torch's result dtype for float tensors: tensors with dimensions outrank 0-dim ones."""
+    dimensioned = [dtype for dtype, shape in zip(dtypes, shapes) if len(shape) > 0]
+    candidates = dimensioned or list(dtypes)
+    return max(candidates, key=lambda dtype: dtype.itemsize)
+
+
+def broadcastable_shapes(shape: Shape) -> list[Shape]:
+    """Shapes that broadcast against ``shape`` without changing it: (), suffixes, size-1 dims."""
+    options: list[Shape] = [()]
+    for start in range(len(shape)):
+        suffix = shape[start:]
+        options.append(suffix)
+        options.append(tuple(1 if i == 0 else size for i, size in enumerate(suffix)))
+    options.append(shape)
+    unique: list[Shape] = []
+    for option in options:
+        if option not in unique:
+            unique.append(option)
+    return unique
