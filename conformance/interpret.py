@@ -7,6 +7,7 @@ object it was after the previous instruction. Comparing two such traces is all a
 
 from __future__ import annotations
 
+import collections
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,10 @@ from conformance.program import (
     ZeroGrad,
     describe,
 )
+
+
+RUNS: collections.Counter[int] = collections.Counter()
+"""Programs run so far, per engine instance (``id``): the plugin reports examples per property."""
 
 
 @dataclass
@@ -123,6 +128,7 @@ def run(engine: Engine, program: Program) -> list[Observation]:
     An exception the adapter classifies becomes the observation's ``error`` and the program
     goes on; one it does not classify is an :class:`EngineCrash`.
     """
+    RUNS[id(engine)] += 1
     machine = _Machine(engine, program)
     trace = [machine.observe(0, "start", None)]
     for index, instruction in enumerate(program.instructions, start=1):

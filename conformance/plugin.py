@@ -89,6 +89,22 @@ def property_id(item: pytest.Item) -> str | None:
     return f"{semantic}::{getattr(item, 'originalname', item.name)}"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Record how many programs the property ran on the engine (for reports and JUnit XML)."""
+    if property_id(item) is None:
+        return (yield)
+    from conformance.interpret import RUNS
+    from conformance.report import EXAMPLES_PROPERTY
+
+    key = id(engine_of(item.config))
+    before = RUNS[key]
+    try:
+        return (yield)
+    finally:
+        item.user_properties.append((EXAMPLES_PROPERTY, RUNS[key] - before))
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if _engine_key not in config.stash:
         return []
@@ -121,13 +137,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     item.add_marker(pytest.mark.skip(
                         reason=f"unsupported by {engine.name}: {feature} ({unsupported[feature]})"
                     ))
-        deviation = deviations.get(pid)
+        deviation = deviations.get(_full_id(item, pid)) or deviations.get(pid)
         if deviation is not None:
-            matched.add(pid)
+            matched.add(deviation.property)
             item.add_marker(pytest.mark.xfail(
                 strict=True, reason=f"known deviation of {engine.name}: {deviation.reason}"
             ))
     config.stash[_stale_key] = [pid for pid in deviations if pid not in matched]
+
+
+def _full_id(item: pytest.Item, pid: str) -> str:
+    """``sgd::test_hyperparameter[nesterov]`` for a parametrized property."""
+    return pid.split("::")[0] + "::" + item.name
 
 
 def _load_profile(config: pytest.Config) -> None:

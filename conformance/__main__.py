@@ -1,0 +1,115 @@
+"""``python -m conformance ENGINE``: run the suite on an engine and print a verdict per semantic.
+
+Exit codes: 0 the engine conforms (every property passes, is a known deviation, or needs a
+capability the engine declared unsupported) — with ``--baseline``, no regression against the
+baseline report; 1 it does not; 2 the run was interrupted; 3 internal error; 4 usage error
+(unknown engine, bad option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance import profiles
+from conformance.engines import UnknownEngine, known_engines, load_engine
+from conformance.report import Collector, Report, versions
+
+FAILING = ("fail", "error", "fixed deviation")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m conformance",
+        description="Run the autograd conformance suite on an engine.",
+        epilog="Arguments after '--' go to pytest.",
+    )
+    parser.add_argument("engine", help=f"one of {', '.join(known_engines())}, or package.module:Attr")
+    parser.add_argument("--profile", choices=profiles.PROFILES, default=profiles.DEFAULT_PROFILE,
+                        help="Hypothesis profile (default: %(default)s)")
+    parser.add_argument("--report", type=Path, metavar="DIR",
+                        help="write ENGINE.json and ENGINE.md into DIR")
+    parser.add_argument("--baseline", type=Path, metavar="JSON",
+                        help="fail only on regressions against this earlier report")
+    parser.add_argument("-n", "--workers", default=None, metavar="N",
+                        help="pytest-xdist workers (a number or 'auto')")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    args = _parser().parse_args(argv)
+    try:
+        engine = load_engine(args.engine)
+    except UnknownEngine as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    baseline = None
+    if args.baseline is not None:
+        try:
+            baseline = Report.from_json(args.baseline.read_text())
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            print(f"error: cannot read baseline {str(args.baseline)!r}: {exc}", file=sys.stderr)
+            return 4
+
+    collector = Collector()
+    pytest_args = ["--pyargs", "conformance.properties", "--engine", args.engine,
+                   "--hypothesis-profile", args.profile, "-p", "no:cacheprovider", "-q"]
+    if args.workers:
+        pytest_args += ["-n", str(args.workers)]
+    started = time.perf_counter()
+    exit_code = int(pytest.main(pytest_args + extra, plugins=[collector]))
+    runtime = time.perf_counter() - started
+
+    report = Report(
+        engine=engine.name,
+        engine_version=engine.version(),
+        profile=args.profile,
+        seed="derandomized" if args.profile == "ci" else "random",
+        versions=versions(),
+        results=sorted(collector.results.values(), key=lambda r: r.id),
+        exit_code=exit_code,
+        runtime_s=round(runtime, 1),
+    )
+    ids = {r.id for r in report.results} | {r.id.split("[")[0] for r in report.results}
+    report.stale_deviations = [d.property for d in engine.known_deviations if d.property not in ids]
+    if exit_code not in (0, 1):
+        return exit_code
+    if args.report is not None:
+        report.write(args.report)
+    return _summarize(report, baseline)
+
+
+def _summarize(report: Report, baseline: Report | None) -> int:
+    print()
+    print(f"conformance of {report.engine} ({report.engine_version}), profile {report.profile}: "
+          f"{len(report.results)} properties in {report.runtime_s:.1f} s")
+    for semantic, counts in sorted(report.semantics().items()):
+        text = ", ".join(f"{count} {verdict}" for verdict, count in sorted(counts.items()))
+        print(f"  {semantic:<16} {text}")
+    for pid in report.stale_deviations:
+        print(f"  stale known deviation: {pid} matches no property")
+    failing = [r for r in report.results if r.verdict in FAILING]
+    if baseline is not None:
+        before = {r.id: r.verdict for r in baseline.results}
+        regressions = [r for r in failing if before.get(r.id) not in FAILING]
+        for r in regressions:
+            print(f"  regression: {r.id}: {before.get(r.id, 'new')} → {r.verdict}")
+        print(f"verdict: {'REGRESSED' if regressions else 'no regression'} against the baseline")
+        return 1 if regressions else 0
+    for r in failing:
+        print(f"  {r.verdict}: {r.id}: {r.reason}")
+    print(f"verdict: {'DOES NOT CONFORM' if failing else 'CONFORMS'}")
+    return 1 if failing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Collect per-property verdicts from a pytest run and write them as JSON and Markdown.
+
+A verdict is one of: ``pass``, ``fail``, ``known deviation`` (a strict xfail that failed as
+expected), ``unsupported`` (skipped: the engine declared a capability gap), ``fixed deviation``
+(a known deviation that passed: strict xfail turns it into a failure), ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+import pytest
+
+VERDICT_MARKS = {
+    "pass": "✅ pass",
+    "fail": "❌ fail",
+    "known deviation": "⚠️ known deviation",
+    "unsupported": "⏭️ unsupported",
+    "fixed deviation": "❗ fixed deviation",
+    "error": "💥 error",
+}
+
+EXAMPLES_PROPERTY = "conformance_examples"
+"""``user_properties`` key under which the plugin records how many programs a property ran."""
+
+
+def split_nodeid(nodeid: str) -> tuple[str, str]:
+    """``.../test_sgd.py::test_hyperparameter[nesterov]`` → ``("sgd", "test_hyperparameter[nesterov]")``."""
+    path, _, name = nodeid.partition("::")
+    module = path.rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+    return module, name
+
+
+@dataclass
+class PropertyResult:
+    id: str
+    semantic: str
+    name: str
+    verdict: str
+    examples: int = 0
+    reason: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass
+class Report:
+    engine: str
+    engine_version: str
+    profile: str
+    seed: str
+    versions: dict[str, str]
+    results: list[PropertyResult] = field(default_factory=list)
+    stale_deviations: list[str] = field(default_factory=list)
+    exit_code: int = 0
+    runtime_s: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for result in self.results:
+            counts[result.verdict] = counts.get(result.verdict, 0) + 1
+        return counts
+
+    def semantics(self) -> dict[str, dict[str, int]]:
+        table: dict[str, dict[str, int]] = {}
+        for result in self.results:
+            row = table.setdefault(result.semantic, {})
+            row[result.verdict] = row.get(result.verdict, 0) + 1
+        return table
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        data = json.loads(text)
+        results = [PropertyResult(**r) for r in data.pop("results")]
+        return cls(results=results, **data)
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# Conformance report: `{self.engine}`",
+            "",
+            f"- engine: `{self.engine}` ({self.engine_version})",
+            f"- versions: {', '.join(f'{k} {v}' for k, v in sorted(self.versions.items()))}",
+            f"- Hypothesis profile: `{self.profile}`, seed: {self.seed}",
+            f"- properties: {len(self.results)}, programs run: "
+            f"{sum(r.examples for r in self.results)}, runtime: {self.runtime_s:.1f} s",
+            f"- verdict counts: {', '.join(f'{k}: {v}' for k, v in sorted(self.counts().items()))}",
+            "",
+            "| semantic | property | verdict | programs | reason |",
+            "|---|---|---|---|---|",
+        ]
+        for r in sorted(self.results, key=lambda r: (r.semantic, r.name)):
+            reason = r.reason.replace("|", "\\|").replace("\n", " ")
+            lines.append(
+                f"| {r.semantic} | `{r.name}` | {VERDICT_MARKS[r.verdict]} | {r.examples} "
+                f"| {reason} |"
+            )
+        if self.stale_deviations:
+            lines += ["", "Known deviations that match no property:", ""]
+            lines += [f"- `{pid}`" for pid in self.stale_deviations]
+        return "\n".join(lines) + "\n"
+
+    def write(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{self.engine}.json").write_text(self.to_json())
+        (directory / f"{self.engine}.md").write_text(self.to_markdown())
+
+
+class Collector:
+    """A pytest plugin object that turns test reports into :class:`PropertyResult` s."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, PropertyResult] = {}
+        self.started = time.perf_counter()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        semantic, name = split_nodeid(report.nodeid)
+        result = self.results.setdefault(
+            report.nodeid, PropertyResult(f"{semantic}::{name}", semantic, name, "pass")
+        )
+        result.duration_s += report.duration
+        for key, value in report.user_properties:
+            if key == EXAMPLES_PROPERTY:
+                result.examples += int(value)
+        xfail_reason = getattr(report, "wasxfail", None)
+        if report.skipped and xfail_reason is not None:
+            result.verdict, result.reason = "known deviation", str(xfail_reason)
+        elif report.skipped:
+            result.verdict, result.reason = "unsupported", _skip_reason(report)
+        elif report.failed and report.when == "call":
+            text = str(report.longrepr)
+            if "XPASS(strict)" in text:
+                result.verdict, result.reason = "fixed deviation", text.strip().splitlines()[-1]
+            else:
+                result.verdict, result.reason = "fail", _first_line(report)
+        elif report.failed:
+            result.verdict, result.reason = "error", _first_line(report)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _first_line(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = crash.message if crash is not None else str(report.longrepr)
+    return message.strip().splitlines()[0][:300] if message.strip() else "failed"
+
+
+def versions() -> dict[str, str]:
+    """Versions of what the verdicts depend on, besides the engine itself."""
+    from importlib.metadata import version
+
+    import hypothesis
+    import numpy
+
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "hypothesis": hypothesis.__version__,
+        "autograd-conformance": version("autograd-conformance"),
+    }
+
