@@ -12,7 +12,7 @@ instead, which implements everything below on top of a torch-like module.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -72,14 +72,23 @@ class Capabilities:
 class KnownDeviation:
     """A property the engine is known to fail, run as a strict xfail.
 
-    ``property`` is ``"<semantic>::<test name>"``, e.g. ``"sgd::test_matches_reference"``.
-    ``evidence`` is a minimal script (or a pointer to one) that shows the deviation on the
-    engine itself; a deviation that starts passing, or matches no property, is reported.
+    ``property`` is ``"<semantic>::<test name>"`` (e.g. ``"sgd::test_param_groups"``), or with
+    the parameter for one case of a parametrized property
+    (``"sgd::test_hyperparameter[nesterov]"``). ``evidence`` is a minimal script that shows the
+    deviation on the engine itself; a deviation that starts passing, or matches no property, is
+    reported.
+
+    ``applies`` scopes a deviation that many properties could stumble on (say, one
+    hyperparameter misbehaving): runs for which it returns True are set aside in every *other*
+    property (``hypothesis.assume``), so those keep checking everything else, while
+    ``property`` — the witness — still checks them, as a strict xfail.
     """
 
     property: str
     reason: str
     evidence: str = ""
+    applies: Callable[[Any, Any], bool] | None = None
+    """``applies(program, engine_trace)``: True where this deviation shows in a run."""
 
 
 class Engine(abc.ABC):
@@ -126,6 +135,11 @@ class Engine(abc.ABC):
     def same_object(self, first: Any, second: Any) -> bool:
         """Whether two grads read at different times are one object (torch: ``is``)."""
         return first is second
+
+    def shares_memory(self, first: Any, second: Any) -> bool:
+        """Whether the grads of two different params share memory, so that accumulating into
+        one changes the other. Return False if the engine cannot tell."""
+        return False
 
     # --- optimizer ---------------------------------------------------------------------------
     @abc.abstractmethod

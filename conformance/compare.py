@@ -10,6 +10,10 @@ at most one unit of the dtype's epsilon relative to an O(1) operand. So we allow
 for float32 and ``2**-33`` (about 2**19 ulps) for float64: generous against rounding, yet a
 wrong hyperparameter, a missing or doubled contribution, or a skipped step moves values by
 orders of magnitude more. NaN and infinity must occur in the same places, with the same sign.
+
+A program that mixes dtypes compares every value at the tolerance of its least precise dtype:
+torch's promotion lets a float64 param's grad come out of a float32 computation (a float64
+0-dim tensor times a float32 vector is float32), so it carries float32 rounding.
 """
 
 from __future__ import annotations
@@ -31,8 +35,17 @@ class Divergence(AssertionError):
     """The engine's observable state differs from the reference's."""
 
 
-def array_mismatch(actual: np.ndarray, expected: np.ndarray) -> str | None:
-    """Why ``actual`` is not ``expected`` within tolerance, or None if it is."""
+def program_tolerance(program: Program) -> float:
+    """The tolerance of the least precise float dtype among the program's tensors."""
+    dtypes = [param.value.dtype for param in program.params]
+    return max((TOLERANCE[d] for d in dtypes if d in TOLERANCE), default=0.0)
+
+
+def array_mismatch(
+    actual: np.ndarray, expected: np.ndarray, *, tolerance: float = 0.0
+) -> str | None:
+    """Why ``actual`` is not ``expected`` within tolerance, or None if it is; ``tolerance``
+    raises the dtype's own one (see ``program_tolerance``)."""
     if actual.shape != expected.shape:
         return f"shape {actual.shape} != {expected.shape}"
     if actual.dtype != expected.dtype:
@@ -50,20 +63,22 @@ def array_mismatch(actual: np.ndarray, expected: np.ndarray) -> str | None:
         return None
     a = actual[finite].astype(np.float64)
     e = expected[finite].astype(np.float64)
-    tol = TOLERANCE[expected.dtype] * max(1.0, float(np.max(np.abs(e))))
+    tol = max(TOLERANCE[expected.dtype], tolerance) * max(1.0, float(np.max(np.abs(e))))
     worst = float(np.max(np.abs(a - e)))
     if worst > tol:
         return f"max |difference| {worst:.3g} > tolerance {tol:.3g} ({expected.dtype})"
     return None
 
 
-def observation_mismatches(actual: Observation, expected: Observation) -> list[str]:
+def observation_mismatches(
+    actual: Observation, expected: Observation, *, tolerance: float = 0.0
+) -> list[str]:
     """Every way the engine's state differs from the reference's at one point."""
     problems = []
     if actual.error != expected.error:
         problems.append(f"error: engine {_error(actual)}, reference {_error(expected)}")
     for name, value in expected.values.items():
-        why = array_mismatch(actual.values[name], value)
+        why = array_mismatch(actual.values[name], value, tolerance=tolerance)
         if why:
             problems.append(f"{name}: {why}\n{_pair(actual.values[name], value)}")
     for name, grad in expected.grads.items():
@@ -71,7 +86,7 @@ def observation_mismatches(actual: Observation, expected: Observation) -> list[s
         if (got is None) != (grad is None):
             problems.append(f"{name}.grad: engine {_short(got)}, reference {_short(grad)}")
         elif got is not None and grad is not None:
-            why = array_mismatch(got, grad)
+            why = array_mismatch(got, grad, tolerance=tolerance)
             if why:
                 problems.append(f"{name}.grad: {why}\n{_pair(got, grad)}")
         if actual.same_grad[name] != expected.same_grad[name]:
@@ -80,7 +95,17 @@ def observation_mismatches(actual: Observation, expected: Observation) -> list[s
                 f"{_identity(actual.same_grad[name])} the object it was before this "
                 f"instruction; in the reference it is {_identity(expected.same_grad[name])}"
             )
+    if actual.aliased_grads != expected.aliased_grads:
+        problems.append(
+            f"grads sharing memory: engine {_pairs(actual)}, reference {_pairs(expected)} "
+            "(an accumulation into one of them changes the other)"
+        )
     return problems
+
+
+def _pairs(observation: Observation) -> str:
+    pairs = observation.aliased_grads
+    return ", ".join(f"{a}.grad & {b}.grad" for a, b in pairs) if pairs else "none"
 
 
 def assert_same_trace(
@@ -91,8 +116,9 @@ def assert_same_trace(
 ) -> None:
     """Raise :class:`Divergence` at the first observation where the engine differs."""
     __tracebackhide__ = True
+    tolerance = program_tolerance(program)
     for got, want in zip(actual, expected):
-        problems = observation_mismatches(got, want)
+        problems = observation_mismatches(got, want, tolerance=tolerance)
         if problems:
             raised = [o.index for o in (*actual, *expected) if o.error is not None]
             raise Divergence(

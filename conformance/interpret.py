@@ -48,6 +48,8 @@ class Observation:
     same_grad: dict[str, bool | None]
     """Per param: is the grad the same object as at the previous observation? None where
     either grad is None."""
+    aliased_grads: list[tuple[str, str]]
+    """Pairs of params whose grads share memory (accumulating into one changes the other)."""
 
 
 class _Machine:
@@ -119,7 +121,14 @@ class _Machine:
             both = grad is not None and previous is not None
             same[name] = self.engine.same_object(previous, grad) if both else None
             self.last_grads[name] = grad
-        return Observation(index, label, error, values, grads, same)
+        live = [(name, grad) for name, grad in self.last_grads.items() if grad is not None]
+        aliased = [
+            (a, b)
+            for i, (a, grad_a) in enumerate(live)
+            for b, grad_b in live[i + 1:]
+            if self.engine.shares_memory(grad_a, grad_b)
+        ]
+        return Observation(index, label, error, values, grads, same, aliased)
 
 
 def run(engine: Engine, program: Program) -> list[Observation]:

@@ -96,12 +96,15 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         return (yield)
     from conformance.interpret import RUNS
     from conformance.report import EXAMPLES_PROPERTY
+    from conformance.runner import CURRENT_PROPERTY
 
     key = id(engine_of(item.config))
     before = RUNS[key]
+    token = CURRENT_PROPERTY.set(_full_id(item, property_id(item) or ""))
     try:
         return (yield)
     finally:
+        CURRENT_PROPERTY.reset(token)
         item.user_properties.append((EXAMPLES_PROPERTY, RUNS[key] - before))
 
 

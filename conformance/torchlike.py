@@ -134,6 +134,12 @@ class TorchLikeEngine(Engine):
     def set_grad_none(self, param: Any) -> None:
         param.grad = None
 
+    def shares_memory(self, first: Any, second: Any) -> bool:
+        if first.numel() == 0 or second.numel() == 0:
+            return False
+        storage = first.untyped_storage()
+        return bool(storage.data_ptr() == second.untyped_storage().data_ptr())
+
     def sgd(self, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> Any:
         options = {**defaults, **self.sgd_options}
         return self.module.optim.SGD([dict(group) for group in groups], **options)

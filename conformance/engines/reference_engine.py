@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 import reference
 from conformance.torchlike import TorchLikeEngine
 
@@ -12,3 +16,6 @@ class ReferenceEngine(TorchLikeEngine):
 
     def version(self) -> str:
         return "autograd-conformance reference (NumPy)"
+
+    def shares_memory(self, first: Any, second: Any) -> bool:
+        return bool(np.shares_memory(first._data, second._data))

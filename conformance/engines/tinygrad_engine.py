@@ -152,8 +152,13 @@ class TinygradEngine(Engine):
     def tensor(self, value: np.ndarray, *, requires_grad: bool) -> Any:
         from tinygrad import Tensor
 
-        # tinygrad has no requires_grad: every float tensor is differentiable.
-        return Tensor(np.array(value, copy=True))
+        # tinygrad has no requires_grad: every float tensor with storage is differentiable.
+        tensor = Tensor(np.array(value, copy=True))
+        if requires_grad and tensor.device is None:
+            # A 0-d value becomes a storage-less constant, which backward never gives a grad
+            # (a finding, in docs/engines/tinygrad.md); clone() allocates its buffer.
+            tensor = tensor.clone()
+        return tensor
 
     def to_numpy(self, tensor: Any) -> np.ndarray:
         return np.array(tensor.numpy(), copy=True)

@@ -2,9 +2,68 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from conformance.adapter import KnownDeviation
+from conformance.program import MakeSGD
 from conformance.torchlike import TorchLikeEngine
+
+
+def _grads_share_memory(program: Any, trace: Any) -> bool:
+    return any(observation.aliased_grads for observation in trace)
+
+
+GRADS_SHARE_MEMORY = KnownDeviation(
+    property="accumulation::test_grads_are_separate_tensors",
+    reason=(
+        "when one dense gradient buffer reaches two leaves through backward functions that "
+        "return views (reshape, unsqueeze, x[None], sum of a 0-dim tensor), AccumulateGrad "
+        "'steals' both views, so the two params' .grad share memory: a later backward (or a "
+        "user's in-place edit) into one grad changes the other"
+    ),
+    evidence="""\
+import torch
+a = torch.zeros((), requires_grad=True); b = torch.zeros((), requires_grad=True)
+loss = a.sum() + b.sum()
+loss.backward(retain_graph=True)
+loss.backward()
+print(a.grad, b.grad)  # tensor(3.) tensor(3.); two backwards of d(loss)/da = 1 give 2
+a.grad.add_(10); print(b.grad)  # tensor(13.): b.grad is a view of the same buffer
+""",
+    applies=_grads_share_memory,
+)
+
+
+def _uses_nesterov(program: Any, trace: Any) -> bool:
+    for instruction in program.instructions:
+        if isinstance(instruction, MakeSGD):
+            groups = [instruction.defaults, *(g.overrides for g in instruction.groups)]
+            if any(group.get("nesterov") for group in groups):
+                return True
+    return False
+
+
+FOREACH_NESTEROV_WRITES_GRAD = KnownDeviation(
+    property="sgd::test_hyperparameter[nesterov]",
+    reason=(
+        "SGD(foreach=True, nesterov=True) adds momentum * buffer into p.grad in place (when "
+        "weight_decay == 0 and not maximize, the foreach path updates the grads it was given), "
+        "so after step() p.grad is g + momentum * buf instead of g; the param update itself "
+        "matches, but every later accumulation starts from the corrupted grad"
+    ),
+    evidence="""\
+import torch
+for foreach in (False, True):
+    p = torch.tensor([0.0, 1.0], requires_grad=True)
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.5, nesterov=True, foreach=foreach)
+    p.sum().backward()
+    opt.step()
+    print(foreach, p.grad)  # False: tensor([1., 1.])   True: tensor([1.5000, 1.5000])
+""",
+    applies=_uses_nesterov,
+)
 
 
 class TorchEngine(TorchLikeEngine):
@@ -13,6 +72,7 @@ class TorchEngine(TorchLikeEngine):
     name = "torch"
     module = torch
     sgd_options = {"foreach": False}
+    known_deviations = (GRADS_SHARE_MEMORY,)
 
 
 class TorchForeachEngine(TorchEngine):
@@ -20,6 +80,7 @@ class TorchForeachEngine(TorchEngine):
 
     name = "torch-foreach"
     sgd_options = {"foreach": True}
+    known_deviations = (GRADS_SHARE_MEMORY, FOREACH_NESTEROV_WRITES_GRAD)
 
 
 class TorchFusedEngine(TorchEngine):

@@ -48,3 +48,17 @@ def test_backward_with_gradient(engine, data):
     gradient = data.draw(cs.values(info.shape, info.dtype), label="gradient")
     program = Program(params, (info.forward, Backward("out", True, gradient), Backward("out")))
     check_against_reference(engine, program)
+
+
+@given(data=st.data())
+def test_grads_are_separate_tensors(engine, data):
+    """Each param's grad is its own tensor: no two params' grads share memory, even when one
+    gradient buffer reaches both through views (reshape, unsqueeze, ``x[None]``, broadcasting)."""
+    params = data.draw(cs.params(engine.capabilities, min_size=2, shapes=[(), (3,), (3, 1)]),
+                       label="params")
+    ops = engine.capabilities.ops & {"add", "sub", "reshape", "unsqueeze", "getitem", "sum",
+                                     "matmul", "exp", "mul"}
+    info = data.draw(forwards(loss="loss0", params=params, ops=ops, min_inputs=2, max_ops=6),
+                     label="forward")
+    program = Program(params, (info.forward, Backward("loss0", True), Backward("loss0")))
+    check_against_reference(engine, program)

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import strategies as cs
-from conformance.compare import array_mismatch
+from conformance.compare import array_mismatch, program_tolerance
 from conformance.graphs import forwards
-from conformance.interpret import run
+from conformance.runner import run_engine
 from conformance.program import (
     Backward,
     Forward,
@@ -30,7 +30,7 @@ def _assert_close(what: str, actual, expected, program: Program) -> None:
     if (actual is None) != (expected is None):
         raise AssertionError(f"{what}: {actual} vs {expected}\n\n{program.to_script()}")
     if actual is not None:
-        why = array_mismatch(actual, expected)
+        why = array_mismatch(actual, expected, tolerance=program_tolerance(program))
         if why:
             raise AssertionError(
                 f"{what}: {why}\n  got      {actual}\n  expected {expected}\n\n"
@@ -45,7 +45,7 @@ def test_k_backward_passes_give_k_times_the_grad(engine, data):
                      label="forward")
     k = data.draw(st.integers(2, 4), label="k")
     program = Program(params, (info.forward, *[Backward("loss0", True) for _ in range(k)]))
-    trace = run(engine, program)
+    trace = run_engine(engine, program)
     once, k_times = trace[2], trace[-1]
     for name, grad in once.grads.items():
         expected = None if grad is None else grad * grad.dtype.type(k)
@@ -63,7 +63,7 @@ def test_zero_grad_then_step_changes_nothing(engine, data):
     hyper = data.draw(cs.hyperparameters(engine.capabilities), label="hyperparameters")
     make = MakeSGD((Group(tuple(p.name for p in params)),), hyper)
     program = Program(params, (make, info.forward, Backward("loss0"), Step(), ZeroGrad(), Step()))
-    trace = run(engine, program)
+    trace = run_engine(engine, program)
     before, after = trace[-2], trace[-1]
     for name, value in before.values.items():
         if not (after.values[name] == value).all() and not (
@@ -86,7 +86,7 @@ def test_separate_backwards_equal_backward_of_the_sum(engine, data):
     total = Forward("total", (*a.forward.nodes, *b.forward.nodes,
                               Node("total", "add", (Ref("a"), Ref("b")))))
     summed = Program(params, (total, Backward("total")))
-    got, want = run(engine, separate)[-1], run(engine, summed)[-1]
+    got, want = run_engine(engine, separate)[-1], run_engine(engine, summed)[-1]
     for name, grad in want.grads.items():
         _assert_close(f"{name}.grad of a, b separately vs of a + b", got.grads[name], grad,
                       separate)
@@ -110,7 +110,7 @@ def test_maximize_equals_minimizing_the_negation(engine, data):
     minimize = Program(params, (MakeSGD((Group(names),), {**hyper, "maximize": False}),
                                 *[i for _ in range(rounds)
                                   for i in (negated, Backward("neg"), Step(), ZeroGrad())]))
-    got, want = run(engine, maximize)[-1], run(engine, minimize)[-1]
+    got, want = run_engine(engine, maximize)[-1], run_engine(engine, minimize)[-1]
     for name, value in want.values.items():
         _assert_close(f"{name} after maximize on L vs minimize on -L", got.values[name], value,
                       maximize)
