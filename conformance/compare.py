@@ -117,7 +117,7 @@ def assert_same_trace(
     """Raise :class:`Divergence` at the first observation where the engine differs."""
     __tracebackhide__ = True
     tolerance = program_tolerance(program)
-    for got, want in zip(actual, expected):
+    for got, want in zip(actual, expected, strict=False):
         problems = observation_mismatches(got, want, tolerance=tolerance)
         if problems:
             raised = [o.index for o in (*actual, *expected) if o.error is not None]

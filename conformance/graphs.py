@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from hypothesis import strategies as st
@@ -40,7 +40,7 @@ Draw = Callable[[st.SearchStrategy[Any]], Any]
 def values(shape: Shape, dtype: np.dtype, *, positive: bool = False) -> st.SearchStrategy[Any]:
     """Arrays of ``shape`` whose elements are edge values or floats in [-4, 4] exactly
     representable in ``dtype`` (``positive``: in [0.5, 4])."""
-    width = 32 if dtype == np.dtype("float32") else 64
+    width: Literal[32, 64] = 32 if dtype == np.dtype("float32") else 64
     if positive:
         elements = st.one_of(
             st.sampled_from([0.5, 1.0, 2.0]), st.floats(0.5, 4.0, width=width)
@@ -272,8 +272,9 @@ class _Builder:
         draw = self.draw
         k = x.shape[-1] if draw(st.booleans()) else x.shape[0]
         on_left = k == x.shape[-1]
-        fits = (lambda v: v.dtype == x.dtype and len(v.shape) in (1, 2)
-                and (v.shape[0] == k if on_left else v.shape[-1] == k))
+        def fits(v):
+            return (v.dtype == x.dtype and len(v.shape) in (1, 2)
+                        and (v.shape[0] == k if on_left else v.shape[-1] == k))
         other: _Value | Const | None = self.pick(where=fits) if draw(st.booleans()) else None
         if other is None:
             n = draw(st.integers(1, 3))
@@ -285,7 +286,7 @@ class _Builder:
         draw = self.draw
         size = int(np.prod(x.shape))
         needs_dim = op in ("amax", "amin", "max_dim", "min_dim")
-        if needs_dim and not x.shape or op in ("max", "min") and size == 0:
+        if (needs_dim and not x.shape) or (op in ("max", "min") and size == 0):
             op, needs_dim = "sum", False
         if not x.shape or op in ("max", "min") or (not needs_dim and draw(st.booleans())):
             self.emit(op, [x], positive=x.positive)
@@ -311,7 +312,7 @@ class _Builder:
                 if v.dtype != x.dtype or len(v.shape) != len(x.shape):
                     return False
                 return all(a == b or (op == "cat" and i == dim)
-                           for i, (a, b) in enumerate(zip(v.shape, x.shape)))
+                           for i, (a, b) in enumerate(zip(v.shape, x.shape, strict=False)))
             other = self.pick(where=fits) if draw(st.booleans()) else None
             if other is None:
                 shape = list(x.shape)

@@ -31,7 +31,6 @@ from conformance.program import (
     describe,
 )
 
-
 RUNS: collections.Counter[int] = collections.Counter()
 """Programs run so far, per engine instance (``id``): the plugin reports examples per property."""
 

@@ -116,7 +116,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
     seed = config.getoption("hypothesis_seed", None)
     profile = settings.get_current_profile_name()
-    derandomized = settings.default.derandomize
+    derandomized = settings.default is not None and settings.default.derandomize
     seed_text = "derandomized" if derandomized else (seed if seed is not None else "random")
     return [
         f"conformance: engine={engine.name} ({engine.version()}), "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class Const:
     value: np.ndarray
 
 
-Operand = Union[Ref, Const, float]
+Operand = Ref | Const | float
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +105,7 @@ class SetHyperparameter:
     value: Any
 
 
-Instruction = Union[Forward, Backward, MakeSGD, Step, ZeroGrad, SetGradNone, SetHyperparameter]
+Instruction = Forward | Backward | MakeSGD | Step | ZeroGrad | SetGradNone | SetHyperparameter
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,6 +12,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 import pytest
 
 VERDICT_MARKS = {
@@ -125,7 +126,7 @@ class Collector:
         result.duration_s += report.duration
         for key, value in report.user_properties:
             if key == EXAMPLES_PROPERTY:
-                result.examples += int(value)
+                result.examples += int(str(value))
         xfail_reason = getattr(report, "wasxfail", None)
         if report.skipped and xfail_reason is not None:
             result.verdict, result.reason = "known deviation", str(xfail_reason)

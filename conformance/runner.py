@@ -13,7 +13,6 @@ from conformance.compare import assert_same_trace
 from conformance.interpret import Observation, run
 from conformance.program import Program
 
-
 CURRENT_PROPERTY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "conformance_property", default=None
 )

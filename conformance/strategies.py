@@ -7,10 +7,10 @@ skipped with the engine's reason instead.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
@@ -116,7 +116,7 @@ def param_groups(
     bounds = [0, *cuts, len(held)]
     defaults = draw(hyperparameters(capabilities))
     groups = []
-    for start, stop in zip(bounds, bounds[1:]):
+    for start, stop in itertools.pairwise(bounds):
         overrides = draw(hyperparameters(capabilities)) if count > 1 else {}
         groups.append(Group(tuple(held[start:stop]), overrides))
     return MakeSGD(tuple(groups), defaults)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from conformance.torchlike import TorchLikeEngine
 
 class ReferenceEngine(TorchLikeEngine):
     name = "reference"
-    module = reference
+    module: ClassVar[Any] = reference
 
     def version(self) -> str:
         return "autograd-conformance reference (NumPy)"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 
@@ -70,21 +71,24 @@ class TorchEngine(TorchLikeEngine):
     """torch on the CPU, SGD's single-tensor loop (``foreach=False``)."""
 
     name = "torch"
-    module = torch
-    sgd_options = {"foreach": False}
-    known_deviations = (GRADS_SHARE_MEMORY,)
+    module: ClassVar[Any] = torch
+    sgd_options: ClassVar[Mapping[str, Any]] = {"foreach": False}
+    known_deviations: ClassVar[Sequence[KnownDeviation]] = (GRADS_SHARE_MEMORY,)
 
 
 class TorchForeachEngine(TorchEngine):
     """torch's multi-tensor SGD (``torch._foreach_*`` kernels)."""
 
     name = "torch-foreach"
-    sgd_options = {"foreach": True}
-    known_deviations = (GRADS_SHARE_MEMORY, FOREACH_NESTEROV_WRITES_GRAD)
+    sgd_options: ClassVar[Mapping[str, Any]] = {"foreach": True}
+    known_deviations: ClassVar[Sequence[KnownDeviation]] = (
+        GRADS_SHARE_MEMORY,
+        FOREACH_NESTEROV_WRITES_GRAD,
+    )
 
 
 class TorchFusedEngine(TorchEngine):
     """torch's fused SGD kernel."""
 
     name = "torch-fused"
-    sgd_options = {"fused": True}
+    sgd_options: ClassVar[Mapping[str, Any]] = {"fused": True}

@@ -57,7 +57,9 @@ def test_convention(engine, case, data):
     shape = data.draw(st.sampled_from(SHAPES), label="shape")
     x = _leaf(data, engine, "p0", shape, dtype)
     params: tuple[Param, ...] = (x,)
-    op, operands, op_params = case, (Ref("p0"),), {}
+    op: str = case
+    operands: tuple[Operand, ...] = (Ref("p0"),)
+    op_params: dict[str, Any] = {}
     if case == "clamp":
         op_params = dict(data.draw(st.sampled_from(CLAMP_BOUNDS), label="bounds"))
     elif case in REDUCTIONS and case not in ("max", "min") and shape:

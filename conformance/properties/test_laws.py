@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from conformance import strategies as cs
 from conformance.compare import array_mismatch, program_tolerance
 from conformance.graphs import forwards
-from conformance.runner import run_engine
 from conformance.program import (
     Backward,
     Forward,
@@ -23,6 +22,7 @@ from conformance.program import (
     Step,
     ZeroGrad,
 )
+from conformance.runner import run_engine
 
 
 def _assert_close(what: str, actual, expected, program: Program) -> None:

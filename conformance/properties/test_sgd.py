@@ -123,6 +123,7 @@ def test_invalid_param_lists_raise(engine, data):
     params = data.draw(cs.params(engine.capabilities, min_size=2, max_size=2), label="params")
     case = data.draw(st.sampled_from(["empty", "duplicate", "non-leaf"]), label="case")
     instructions: list = []
+    groups: tuple[Group, ...]
     if case == "empty":
         groups = (Group(()),)
     elif case == "duplicate":
