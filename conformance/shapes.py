@@ -49,7 +49,7 @@ def result_shape(op: str, shapes: Sequence[Shape | None], params: Mapping[str, A
 
 def promote(dtypes: Sequence[np.dtype], shapes: Sequence[Shape]) -> np.dtype:
     """torch's result dtype for float tensors: tensors with dimensions outrank 0-dim ones."""
-    dimensioned = [dtype for dtype, shape in zip(dtypes, shapes) if len(shape) > 0]
+    dimensioned = [dtype for dtype, shape in zip(dtypes, shapes, strict=False) if len(shape) > 0]
     candidates = dimensioned or list(dtypes)
     return max(candidates, key=lambda dtype: dtype.itemsize)
 
