@@ -61,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             return 4
 
     collector = Collector()
+    # This process imported `conformance` before pytest could rewrite its asserts; the suite
+    # reports through its own messages, so pytest's warning about that is noise.
     pytest_args = ["--pyargs", "conformance.properties", "--engine", args.engine,
-                   "--hypothesis-profile", args.profile, "-p", "no:cacheprovider", "-q"]
+                   "--hypothesis-profile", args.profile, "-p", "no:cacheprovider", "-q",
+                   "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     if args.workers:
         pytest_args += ["-n", str(args.workers)]
     started = time.perf_counter()
