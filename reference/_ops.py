@@ -788,20 +788,14 @@ def apply(op: OpDef, inputs: Sequence[Tensor], **attrs: Any) -> Any:
         base = inputs[0]
         result._version_counter = base._version_counter
         result._base = base._base if base._base is not None else base
-    if _GradMode.enabled:
-        for t in inputs:
-            if t._requires_grad:
-                needs = (
-                    tuple(t._requires_grad for t in inputs)
-                    if op.variadic
-                    else tuple(
-                        t._requires_grad and differentiable
-                        for t, differentiable in zip(inputs, op.differentiable, strict=True)
-                    )
-                )
-                if any(needs):
-                    _record(op, inputs, needs, attrs, results, dtype)
-                break
+    if _GradMode.enabled and any(t._requires_grad for t in inputs):
+        differentiable = (True,) * len(inputs) if op.variadic else op.differentiable
+        needs = tuple(
+            t._requires_grad and can_have_grad
+            for t, can_have_grad in zip(inputs, differentiable, strict=True)
+        )
+        if any(needs):
+            _record(op, inputs, needs, attrs, results, dtype)
     return result if len(results) == 1 else results
 
 
