@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         runtime_s=round(runtime, 1),
     )
     ids = {r.id for r in report.results} | {r.id.split("[")[0] for r in report.results}
-    report.stale_deviations = [d.property for d in engine.known_deviations if d.property not in ids]
+    report.stale_deviations = [pid for d in engine.known_deviations for pid in d.properties
+                               if pid not in ids]
     if exit_code not in (0, 1):
         return exit_code
     if args.report is not None:

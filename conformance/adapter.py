@@ -33,6 +33,7 @@ FEATURES: frozenset[str] = frozenset(
         "backward_gradient",  # backward(gradient=...) on a non-scalar output
         "set_hyperparameter",  # changing param_groups[i][key] between steps
         "zero_grad_keep",  # zero_grad(set_to_none=False)
+        "index:bool_mask",  # x[mask] with a boolean mask
     }
 )
 """Everything an engine may declare unsupported."""
@@ -63,6 +64,11 @@ class Capabilities:
         return frozenset(op for op in ALL_OPS if self.supports(f"op:{op}"))
 
     @property
+    def bool_masks(self) -> bool:
+        """Whether graphs may index with boolean masks."""
+        return self.supports("index:bool_mask")
+
+    @property
     def dtypes(self) -> tuple[np.dtype, ...]:
         names = [name for name in ("float32", "float64") if self.supports(f"dtype:{name}")]
         return tuple(np.dtype(name) for name in names)
@@ -70,25 +76,39 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class KnownDeviation:
-    """A property the engine is known to fail, run as a strict xfail.
+    """A behaviour the engine is known to get wrong, run as a strict xfail where it shows.
 
-    ``property`` is ``"<semantic>::<test name>"`` (e.g. ``"sgd::test_param_groups"``), or with
-    the parameter for one case of a parametrized property
-    (``"sgd::test_hyperparameter[nesterov]"``). ``evidence`` is a minimal script that shows the
-    deviation on the engine itself; a deviation that starts passing, or matches no property, is
-    reported.
+    ``property`` names the property it fails — ``"<semantic>::<test name>"`` (e.g.
+    ``"sgd::test_param_groups"``), or with the parameter for one case of a parametrized property
+    (``"sgd::test_hyperparameter[nesterov]"``) — or is a tuple of such names when one deviation
+    fails several. ``evidence`` is a minimal script that shows the deviation on the engine
+    itself; a deviation that starts passing, or names no property, is reported as stale. Two
+    deviations naming the same property are a usage error: give it one, with both reasons.
 
     ``applies`` scopes a deviation that many properties could stumble on (say, one
     hyperparameter misbehaving): runs for which it returns True are set aside in every *other*
-    property (``hypothesis.assume``), so those keep checking everything else, while
-    ``property`` — the witness — still checks them, as a strict xfail.
+    property (``hypothesis.assume``), so those keep checking everything else, while the
+    properties it names — its witnesses — still check them, as strict xfails.
     """
 
-    property: str
+    property: str | tuple[str, ...]
     reason: str
     evidence: str = ""
     applies: Callable[[Any, Any], bool] | None = None
-    """``applies(program, engine_trace)``: True where this deviation shows in a run."""
+    """``applies(program, engine_trace)``: True where this deviation shows in a run. When the
+    engine crashed (:class:`~conformance.errors.EngineCrash`), ``engine_trace`` is the part
+    before the crash, and the crashing instruction is ``program.instructions[len(trace) - 1]``."""
+
+    def __post_init__(self) -> None:
+        if not self.properties or not all(isinstance(p, str) and "::" in p
+                                          for p in self.properties):
+            raise ValueError(f"KnownDeviation.property: expected '<semantic>::<test name>' or a "
+                             f"tuple of them, got {self.property!r}")
+
+    @property
+    def properties(self) -> tuple[str, ...]:
+        """The property ids this deviation names (its witnesses)."""
+        return (self.property,) if isinstance(self.property, str) else tuple(self.property)
 
 
 class Engine(abc.ABC):

@@ -7,6 +7,7 @@ compares categories. Each adapter maps its engine's exceptions onto these in ``E
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
 class ErrorKind(enum.Enum):
@@ -28,4 +29,13 @@ class ErrorKind(enum.Enum):
 
 
 class EngineCrash(AssertionError):
-    """The engine raised an exception its adapter does not map to any ErrorKind."""
+    """The engine raised an exception its adapter does not map to any ErrorKind.
+
+    ``trace`` holds the observations made before the crash: the crashing instruction is
+    ``program.instructions[len(trace) - 1]``. A scoped known deviation's ``applies`` sees that
+    partial trace, so a crash it describes is set aside like any other run it describes.
+    """
+
+    def __init__(self, message: str, trace: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.trace: list[Any] = trace if trace is not None else []

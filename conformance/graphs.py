@@ -52,11 +52,12 @@ def values(shape: Shape, dtype: np.dtype, *, positive: bool = False) -> st.Searc
     return hnp.arrays(dtype, shape, elements=elements)
 
 
-def indices(shape: Shape) -> st.SearchStrategy[tuple[Any, ...]]:
+def indices(shape: Shape, *, masks: bool = True) -> st.SearchStrategy[tuple[Any, ...]]:
     """Index tuples for a tensor of ``shape`` (``ndim >= 1``) that torch and NumPy agree on:
     ints (negative too), slices with steps (empty ones too), ``None``, ``...``, integer lists
-    with duplicates and negatives, and bool masks (all-False too)."""
-    return st.one_of(_basic_index(shape), _list_index(shape), _mask_index(shape))
+    with duplicates and negatives, and bool masks (all-False too; not with ``masks=False``)."""
+    kinds = [_basic_index(shape), _list_index(shape)]
+    return st.one_of(*kinds, _mask_index(shape)) if masks else st.one_of(*kinds)
 
 
 def _int_in(size: int) -> st.SearchStrategy[int]:
@@ -96,14 +97,29 @@ def _list_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
         if size == 0:
             return (slice(None),)
         parts.append(tuple(draw(st.lists(_int_in(size), min_size=length, max_size=length))))
-    return tuple(parts)
+    return draw(_with_none_or_ellipsis(parts, consumed=dim + lists, ndim=len(shape)))
 
 
 @st.composite
 def _mask_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
     dims = draw(st.integers(1, len(shape)))
     mask = draw(hnp.arrays(np.dtype(bool), shape[:dims]))
-    return (mask,)
+    return draw(_with_none_or_ellipsis([mask], consumed=dims, ndim=len(shape)))
+
+
+@st.composite
+def _with_none_or_ellipsis(
+    draw: Draw, parts: list[Any], *, consumed: int, ndim: int
+) -> tuple[Any, ...]:
+    """``parts`` with, sometimes, a ``None`` at either end and a trailing ``...``. Never a
+    ``None`` between two advanced indices: where NumPy then puts the result's dims is a rule
+    this suite does not test."""
+    parts = list(parts)
+    if draw(st.booleans()):
+        parts.insert(draw(st.sampled_from([0, len(parts)])), None)
+    if consumed < ndim and draw(st.booleans()):
+        parts.append(Ellipsis)
+    return tuple(parts)
 
 
 @dataclass(frozen=True)
@@ -128,9 +144,10 @@ class GraphInfo:
 class _Builder:
     def __init__(
         self, draw: Draw, loss: str, inputs: Sequence[_Value], ops: Sequence[str],
-        dtypes: Sequence[np.dtype],
+        dtypes: Sequence[np.dtype], masks: bool,
     ) -> None:
         self.draw = draw
+        self.masks = masks
         self.loss = loss
         self.ops = ops
         self.dtypes = dtypes
@@ -216,7 +233,7 @@ class _Builder:
             dim = self.draw(st.integers(-len(x.shape) - 1, len(x.shape)))
             self.emit(op, [x], {"dim": dim}, positive=x.positive)
         elif op == "getitem" and len(x.shape) >= 1:
-            self.emit(op, [x], {"index": self.draw(indices(x.shape))}, positive=x.positive)
+            self.emit(op, [x], {"index": self.draw(indices(x.shape, masks=self.masks))}, positive=x.positive)
         elif op in ("cat", "stack"):
             self.join(op, x)
         elif op == "where":
@@ -380,11 +397,13 @@ def forwards(
     max_ops: int = 6,
     min_inputs: int = 1,
     scalar: bool = True,
+    masks: bool = True,
 ) -> GraphInfo:
     """A :class:`Forward` building ``loss`` from a drawn, non-empty subset of ``params``.
 
     ``ops`` limits the op set (default: all); ``scalar=False`` leaves the loss as the newest
-    value, of any shape, for a backward with an explicit ``gradient``.
+    value, of any shape, for a backward with an explicit ``gradient``; ``masks=False`` keeps
+    boolean masks out of indexing.
     """
     if not params:
         raise ValueError("forwards() needs at least one param")
@@ -404,7 +423,7 @@ def forwards(
         ).filter(bool)
     )
     inputs = [_Value(p.name, p.value.shape, p.value.dtype, positive=False) for p in chosen]
-    builder = _Builder(draw, loss, inputs, op_names, dtype_list)
+    builder = _Builder(draw, loss, inputs, op_names, dtype_list, masks)
     if op_names:
         for op in draw(st.lists(st.sampled_from(op_names), min_size=min_ops, max_size=max_ops)):
             builder.grow(op)

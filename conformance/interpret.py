@@ -134,7 +134,7 @@ def run(engine: Engine, program: Program) -> list[Observation]:
     """Run ``program`` on ``engine``; one observation before and after each instruction.
 
     An exception the adapter classifies becomes the observation's ``error`` and the program
-    goes on; one it does not classify is an :class:`EngineCrash`.
+    goes on; one it does not classify is an :class:`EngineCrash` carrying the trace so far.
     """
     RUNS[id(engine)] += 1
     machine = _Machine(engine, program)
@@ -154,7 +154,8 @@ def run(engine: Engine, program: Program) -> list[Observation]:
                     f"at instruction [{index}] {describe(instruction)}:\n"
                     + "".join(traceback.format_exception_only(type(exc), exc))
                     + "\nProgram as a torch script:\n"
-                    + program.to_script(guarded=[index])
+                    + program.to_script(guarded=[index]),
+                    trace=trace,
                 ) from exc
         trace.append(machine.observe(index, describe(instruction), error))
     return trace

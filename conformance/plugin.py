@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from conformance import profiles  # registers the profiles before Hypothesis's plugin loads one
-from conformance.adapter import Engine
+from conformance.adapter import Engine, KnownDeviation
 
 ENGINE_ENV = "CONFORMANCE_ENGINE"
 DEFAULT_ENGINE = "reference"
@@ -51,6 +51,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_engine_key] = _load(spec)
     if spec or _collects_properties(config):
         _load_profile(config)
+        # Hypothesis mixes literals from local modules into what it draws, module by module as
+        # they are imported: import the oracle now, so the first example is drawn like the rest.
+        from conformance.runner import reference_engine
+
+        reference_engine()
 
 
 def _collects_properties(config: pytest.Config) -> bool:
@@ -131,7 +136,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     engine = engine_of(config)
     unsupported = engine.capabilities.unsupported
-    deviations = {d.property: d for d in engine.known_deviations}
+    deviations = deviations_by_property(engine)
     matched: set[str] = set()
     for item, pid in properties:
         for marker in item.iter_markers("requires"):
@@ -142,11 +147,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     ))
         deviation = deviations.get(_full_id(item, pid)) or deviations.get(pid)
         if deviation is not None:
-            matched.add(deviation.property)
+            matched.add(_full_id(item, pid) if _full_id(item, pid) in deviations else pid)
             item.add_marker(pytest.mark.xfail(
                 strict=True, reason=f"known deviation of {engine.name}: {deviation.reason}"
             ))
     config.stash[_stale_key] = [pid for pid in deviations if pid not in matched]
+
+
+def deviations_by_property(engine: Engine) -> dict[str, KnownDeviation]:
+    """The engine's known deviations by the property ids they name; a property named twice is
+    a usage error (its xfail could give only one of the reasons)."""
+    by_property: dict[str, KnownDeviation] = {}
+    for deviation in engine.known_deviations:
+        for pid in deviation.properties:
+            if pid in by_property:
+                raise pytest.UsageError(
+                    f"engine {engine.name!r}: two known deviations name {pid!r} "
+                    f"({by_property[pid].reason!r} and {deviation.reason!r}); give that property "
+                    "one deviation that states both"
+                )
+            by_property[pid] = deviation
+    return by_property
 
 
 def _full_id(item: pytest.Item, pid: str) -> str:

@@ -8,7 +8,7 @@ skipped with the engine's reason instead.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from hypothesis import strategies as st
@@ -122,6 +122,15 @@ def param_groups(
     return MakeSGD(tuple(groups), defaults)
 
 
+def graphs(
+    capabilities: Capabilities, *, ops: Collection[str] | None = None, **options: Any
+) -> st.SearchStrategy[GraphInfo]:
+    """:func:`~conformance.graphs.forwards` limited to what the engine supports: its ops (or
+    those of ``ops`` it supports) and, unless it declared them unsupported, boolean masks."""
+    op_set = capabilities.ops if ops is None else capabilities.ops & set(ops)
+    return forwards(ops=op_set, masks=capabilities.bool_masks, **options)
+
+
 @st.composite
 def programs(
     draw: Draw,
@@ -164,6 +173,7 @@ def programs(
             action = "forward_backward"
         if action == "forward_backward":
             info = draw(forwards(loss=f"loss{len(losses)}", params=drawn_params, ops=op_set,
+                                 masks=capabilities.bool_masks,
                                  max_ops=max_ops))
             losses.append(info)
             instructions.append(info.forward)

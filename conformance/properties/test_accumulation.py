@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import strategies as cs
-from conformance.graphs import forwards
 from conformance.program import Backward, Program
 from conformance.runner import check_against_reference
 
@@ -16,7 +15,7 @@ from conformance.runner import check_against_reference
 def test_repeated_backward_accumulates(engine, data):
     """k backward calls through one retained graph add k contributions into the same grad."""
     params = data.draw(cs.params(engine.capabilities), label="params")
-    info = data.draw(forwards(loss="loss0", params=params, ops=engine.capabilities.ops),
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params),
                      label="forward")
     calls = data.draw(st.integers(2, 4), label="backward calls")
     backwards = [Backward("loss0", retain_graph=True) for _ in range(calls - 1)]
@@ -42,7 +41,7 @@ def test_backward_with_gradient(engine, data):
     """``out.backward(gradient=g)`` accumulates Jᵀg for a non-scalar ``out``."""
     params = data.draw(cs.params(engine.capabilities), label="params")
     info = data.draw(
-        forwards(loss="out", params=params, ops=engine.capabilities.ops, min_ops=1, scalar=False),
+        cs.graphs(engine.capabilities, loss="out", params=params, min_ops=1, scalar=False),
         label="forward",
     )
     gradient = data.draw(cs.values(info.shape, info.dtype), label="gradient")
@@ -56,9 +55,9 @@ def test_grads_are_separate_tensors(engine, data):
     gradient buffer reaches both through views (reshape, unsqueeze, ``x[None]``, broadcasting)."""
     params = data.draw(cs.params(engine.capabilities, min_size=2, shapes=[(), (3,), (3, 1)]),
                        label="params")
-    ops = engine.capabilities.ops & {"add", "sub", "reshape", "unsqueeze", "getitem", "sum",
-                                     "matmul", "exp", "mul"}
-    info = data.draw(forwards(loss="loss0", params=params, ops=ops, min_inputs=2, max_ops=6),
+    ops = {"add", "sub", "reshape", "unsqueeze", "getitem", "sum", "matmul", "exp", "mul"}
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params, ops=ops,
+                                min_inputs=2, max_ops=6),
                      label="forward")
     program = Program(params, (info.forward, Backward("loss0", True), Backward("loss0")))
     check_against_reference(engine, program)

@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import strategies as cs
-from conformance.graphs import forwards
 from conformance.program import Backward, Const, Forward, Node, Program
 from conformance.runner import check_against_reference
 
@@ -17,7 +16,7 @@ from conformance.runner import check_against_reference
 def test_implicit_gradient_needs_a_scalar(engine, data):
     """``out.backward()`` raises for more than one element; shapes (), (1,), (1, 1) pass."""
     params = data.draw(cs.params(engine.capabilities), label="params")
-    info = data.draw(forwards(loss="out", params=params, ops=engine.capabilities.ops,
+    info = data.draw(cs.graphs(engine.capabilities, loss="out", params=params,
                               scalar=False), label="forward")
     check_against_reference(engine, Program(params, (info.forward, Backward("out"))))
 
@@ -37,7 +36,7 @@ def test_gradient_of_wrong_shape_raises(engine, data):
     """A ``gradient`` must have the output's shape exactly; it is never broadcast."""
     params = data.draw(cs.params(engine.capabilities, shapes=[(2, 3), (3,), (3, 1)]),
                        label="params")
-    info = data.draw(forwards(loss="out", params=params, ops=engine.capabilities.ops,
+    info = data.draw(cs.graphs(engine.capabilities, loss="out", params=params,
                               scalar=False), label="forward")
     shape = data.draw(
         st.sampled_from([(1,), (4,), (3, 2), (2, 3), (3,), (1, 1)]).filter(

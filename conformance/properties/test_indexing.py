@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import strategies as cs
-from conformance.graphs import forwards, indices
+from conformance.graphs import indices
 from conformance.program import Backward, Forward, Node, Program, Ref
 from conformance.runner import check_against_reference
 
@@ -20,7 +21,8 @@ def test_index_gradient(engine, data):
     lists with duplicates and negatives, and bool masks: a dense grad of x's shape."""
     params = data.draw(cs.params(engine.capabilities, max_size=1, shapes=INDEXED_SHAPES),
                        label="params")
-    index = data.draw(indices(params[0].value.shape), label="index")
+    index = data.draw(indices(params[0].value.shape, masks=engine.capabilities.bool_masks),
+                      label="index")
     reduce = data.draw(st.sampled_from(["sum", "mean"]), label="reduction")
     forward = Forward("loss0", (
         Node("loss0_0", "getitem", (Ref("p0"),), {"index": index}),
@@ -34,9 +36,9 @@ def test_index_gradient(engine, data):
 def test_indexing_inside_graphs(engine, data):
     """Indexing mixed with arithmetic, shared subexpressions and broadcasting."""
     params = data.draw(cs.params(engine.capabilities, shapes=INDEXED_SHAPES), label="params")
-    ops = engine.capabilities.ops & {"getitem", "mul", "add", "sub", "exp", "sum", "mean",
-                                     "reshape", "unsqueeze", "cat"}
-    info = data.draw(forwards(loss="loss0", params=params, ops=ops, min_ops=2, max_ops=6),
+    ops = {"getitem", "mul", "add", "sub", "exp", "sum", "mean", "reshape", "unsqueeze", "cat"}
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params, ops=ops,
+                                min_ops=2, max_ops=6),
                      label="forward")
     program = Program(params, (info.forward, Backward("loss0", True), Backward("loss0")))
     check_against_reference(engine, program)
@@ -58,6 +60,7 @@ def test_out_of_range_index_raises(engine, data):
     check_against_reference(engine, program)
 
 
+@pytest.mark.requires("index:bool_mask")
 @given(data=st.data())
 def test_wrong_mask_shape_raises(engine, data):
     """A bool mask whose shape does not match the indexed dims raises an index error."""

@@ -5,12 +5,12 @@ They catch bugs even where the reference and the engine could share a misconcept
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import strategies as cs
 from conformance.compare import array_mismatch, program_tolerance
-from conformance.graphs import forwards
 from conformance.program import (
     Backward,
     Forward,
@@ -41,7 +41,7 @@ def _assert_close(what: str, actual, expected, program: Program) -> None:
 @given(data=st.data())
 def test_k_backward_passes_give_k_times_the_grad(engine, data):
     params = data.draw(cs.params(engine.capabilities), label="params")
-    info = data.draw(forwards(loss="loss0", params=params, ops=engine.capabilities.ops),
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params),
                      label="forward")
     k = data.draw(st.integers(2, 4), label="k")
     program = Program(params, (info.forward, *[Backward("loss0", True) for _ in range(k)]))
@@ -58,7 +58,7 @@ def test_zero_grad_then_step_changes_nothing(engine, data):
     """After ``zero_grad()`` (set_to_none) every grad is None, so ``step()`` skips every param
     — even with momentum buffers and weight decay in play."""
     params = data.draw(cs.params(engine.capabilities), label="params")
-    info = data.draw(forwards(loss="loss0", params=params, ops=engine.capabilities.ops),
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params),
                      label="forward")
     hyper = data.draw(cs.hyperparameters(engine.capabilities), label="hyperparameters")
     make = MakeSGD((Group(tuple(p.name for p in params)),), hyper)
@@ -79,9 +79,8 @@ def test_zero_grad_then_step_changes_nothing(engine, data):
 def test_separate_backwards_equal_backward_of_the_sum(engine, data):
     """Accumulating two losses' backwards gives the grads of their sum (seed example E)."""
     params = data.draw(cs.params(engine.capabilities), label="params")
-    ops = engine.capabilities.ops
-    a = data.draw(forwards(loss="a", params=params, ops=ops), label="loss a")
-    b = data.draw(forwards(loss="b", params=params, ops=ops), label="loss b")
+    a = data.draw(cs.graphs(engine.capabilities, loss="a", params=params), label="loss a")
+    b = data.draw(cs.graphs(engine.capabilities, loss="b", params=params), label="loss b")
     separate = Program(params, (a.forward, Backward("a"), b.forward, Backward("b")))
     total = Forward("total", (*a.forward.nodes, *b.forward.nodes,
                               Node("total", "add", (Ref("a"), Ref("b")))))
@@ -92,13 +91,12 @@ def test_separate_backwards_equal_backward_of_the_sum(engine, data):
                       separate)
 
 
+@pytest.mark.requires("hyper:maximize")
 @given(data=st.data())
 def test_maximize_equals_minimizing_the_negation(engine, data):
     """SGD(maximize=True) on L moves params exactly like SGD(maximize=False) on -L."""
-    if not engine.capabilities.supports("hyper:maximize"):
-        return
     params = data.draw(cs.params(engine.capabilities), label="params")
-    info = data.draw(forwards(loss="loss0", params=params, ops=engine.capabilities.ops),
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params),
                      label="forward")
     hyper = data.draw(cs.hyperparameters(engine.capabilities), label="hyperparameters")
     names = tuple(p.name for p in params)

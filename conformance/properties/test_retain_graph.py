@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from conformance import strategies as cs
 from conformance.adapter import Engine
-from conformance.graphs import forwards
 from conformance.ops import ALL_OPS
 from conformance.program import Backward, Group, MakeSGD, Program, Step
 from conformance.runner import check_against_reference
@@ -23,7 +22,7 @@ def test_repeated_backward_raises_like_torch(engine, data):
     """Several backwards with drawn retain_graph through one random graph: the same calls
     raise, and what a failing call accumulated before raising (branches that ran first) matches."""
     params = data.draw(cs.params(engine.capabilities), label="params")
-    info = data.draw(forwards(loss="loss0", params=params, ops=engine.capabilities.ops),
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params),
                      label="forward")
     retains = data.draw(st.lists(RETAIN, min_size=2, max_size=4), label="retain_graph")
     program = Program(params, (info.forward, *(Backward("loss0", r) for r in retains)))
@@ -39,7 +38,8 @@ def _op_params(op: str) -> list:
 def test_each_op_frees_like_torch(engine: Engine, op, data):
     """Per op: a graph using that op, then backward, backward: raises iff torch's would."""
     params = data.draw(cs.params(engine.capabilities, max_size=2), label="params")
-    info = data.draw(forwards(loss="loss0", params=params, ops=[op], min_ops=1, max_ops=1),
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params, ops=[op],
+                                min_ops=1, max_ops=1),
                      label="forward")
     program = Program(params, (info.forward, Backward("loss0"), Backward("loss0")))
     check_against_reference(engine, program)
@@ -50,7 +50,7 @@ def test_step_between_backwards(engine, data):
     """backward(retain_graph=True), then an SGD step (in place on the params), then backward:
     raises the in-place-modification error exactly when a param was saved for backward."""
     params = data.draw(cs.params(engine.capabilities), label="params")
-    info = data.draw(forwards(loss="loss0", params=params, ops=engine.capabilities.ops),
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params),
                      label="forward")
     hyper = data.draw(cs.hyperparameters(engine.capabilities), label="hyperparameters")
     make = MakeSGD((Group(tuple(p.name for p in params)),), hyper)

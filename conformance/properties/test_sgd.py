@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import strategies as cs
-from conformance.graphs import forwards
 from conformance.program import (
     Backward,
     Forward,
@@ -62,7 +61,7 @@ def test_hyperparameter(engine, name, data):
     make = MakeSGD((Group(tuple(p.name for p in params)),), hyper)
     steps = []
     for i in range(3):
-        info = data.draw(forwards(loss=f"loss{i}", params=params, ops=engine.capabilities.ops,
+        info = data.draw(cs.graphs(engine.capabilities, loss=f"loss{i}", params=params,
                                   max_ops=3), label=f"forward {i}")
         steps += [info.forward, Backward(info.forward.loss), Step(), ZeroGrad()]
     check_against_reference(engine, Program(params, (make, *steps)))
@@ -77,7 +76,7 @@ def test_param_groups(engine, data):
                      label="optimizer")
     steps = []
     for i in range(2):
-        info = data.draw(forwards(loss=f"loss{i}", params=params, ops=engine.capabilities.ops,
+        info = data.draw(cs.graphs(engine.capabilities, loss=f"loss{i}", params=params,
                                   max_ops=3), label=f"forward {i}")
         steps += [info.forward, Backward(info.forward.loss), Step()]
     check_against_reference(engine, Program(params, (make, *steps)))

@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import strategies as cs
-from conformance.graphs import forwards
 from conformance.program import Backward, Group, MakeSGD, Program, ZeroGrad
 from conformance.runner import check_against_reference
 
@@ -16,7 +15,7 @@ from conformance.runner import check_against_reference
 @given(data=st.data())
 def test_zero_grad_default_sets_none(engine, data):
     params = data.draw(cs.params(engine.capabilities), label="params")
-    info = data.draw(forwards(loss="loss0", params=params, ops=engine.capabilities.ops),
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params),
                      label="forward")
     make = data.draw(cs.param_groups(engine.capabilities, [p.name for p in params]),
                      label="optimizer")
@@ -29,7 +28,7 @@ def test_zero_grad_default_sets_none(engine, data):
 def test_zero_grad_keep_zeroes_in_place(engine, data):
     """``set_to_none=False``: the same grad object, now zeros; accumulation continues into it."""
     params = data.draw(cs.params(engine.capabilities), label="params")
-    info = data.draw(forwards(loss="loss0", params=params, ops=engine.capabilities.ops),
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params),
                      label="forward")
     names = tuple(p.name for p in params)
     program = Program(params, (
