@@ -25,7 +25,13 @@ from hypothesis.extra import numpy as hnp
 
 from conformance.ops import ALL_OPS
 from conformance.program import Const, Forward, Node, Operand, Param, Ref
-from conformance.shapes import Shape, broadcastable_shapes, promote, result_shape
+from conformance.shapes import (
+    Shape,
+    broadcastable_shapes,
+    promote,
+    result_shape,
+    stretching_shapes,
+)
 
 EDGE_VALUES = (0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0)
 """Exact values where ops have kinks (0 for relu/abs/clamp, ±1 for clamp(-1, 1)) and that
@@ -233,7 +239,8 @@ class _Builder:
             dim = self.draw(st.integers(-len(x.shape) - 1, len(x.shape)))
             self.emit(op, [x], {"dim": dim}, positive=x.positive)
         elif op == "getitem" and len(x.shape) >= 1:
-            self.emit(op, [x], {"index": self.draw(indices(x.shape, masks=self.masks))}, positive=x.positive)
+            index = self.draw(indices(x.shape, masks=self.masks))
+            self.emit(op, [x], {"index": index}, positive=x.positive)
         elif op in ("cat", "stack"):
             self.join(op, x)
         elif op == "where":
@@ -251,7 +258,9 @@ class _Builder:
         if kind == "value":
             other = self.pick(where=lambda v: _broadcasts(v.shape, x.shape))
         if other is None:
-            shape = draw(st.sampled_from(broadcastable_shapes(x.shape)))
+            stretching = stretching_shapes(x.shape)
+            kept = st.sampled_from(broadcastable_shapes(x.shape))
+            shape = draw(kept | st.sampled_from(stretching) if stretching else kept)
             positive = op in ("div", "pow")
             other = self.const(shape, self.other_dtype(x.dtype), positive=positive)
         if op == "div" and isinstance(other, _Value):

@@ -47,6 +47,15 @@ def result_shape(op: str, shapes: Sequence[Shape | None], params: Mapping[str, A
     return np.broadcast_shapes(*(np.shape(a) for a in arrays))
 
 
+def stretching_shapes(shape: Shape) -> list[Shape]:
+    """Shapes that broadcast against ``shape`` and *stretch* it: one of its size-1 dims made
+    3, or a leading dim of 2 prepended. An operand so stretched gets a gradient summed over
+    the stretched dims, the half of unbroadcasting that hand-written engines get wrong."""
+    options: list[Shape] = [(2, *shape)] if len(shape) < 3 else []
+    options += [(*shape[:i], 3, *shape[i + 1:]) for i, size in enumerate(shape) if size == 1]
+    return options
+
+
 def promote(dtypes: Sequence[np.dtype], shapes: Sequence[Shape]) -> np.dtype:
     """torch's result dtype for float tensors: tensors with dimensions outrank 0-dim ones."""
     dimensioned = [dtype for dtype, shape in zip(dtypes, shapes, strict=False) if len(shape) > 0]

@@ -2,7 +2,8 @@
 
 relu/abs at 0 → 0; clamp's bounds are inclusive; sqrt/log at 0 → inf; full max/min/amax/amin
 and maximum/minimum split ties evenly; max(dim)/min(dim) give all to the returned index;
-where gives all to the picked branch (and 0·inf = nan leaks through); pow's special cases.
+where gives all to the picked branch (and 0·inf = nan leaks through); pow's special cases;
+an operand stretched by broadcasting gets its gradient summed over the stretched dims.
 Values come from a tiny pool ({0, -0, ±1, 0.5, 2}), so ties and zeros are the common case.
 """
 
@@ -81,6 +82,29 @@ def test_convention(engine, case, data):
         op_params = {"cond": data.draw(hnp.arrays(np.dtype(bool), shape), label="cond")}
     reduce = data.draw(st.sampled_from(["sum", "mean"]), label="reduction")
     check_against_reference(engine, _program(params, op, operands, op_params, reduce))
+
+
+STRETCHED_PAIRS = (((), (2, 3)), ((1,), (3,)), ((3, 1), (1, 4)), ((4, 1), (2, 1, 3)),
+                   ((2, 1, 3), (1, 2, 1)), ((1, 1), (3,)))
+POSITIVE_VALUES = (0.5, 1.0, 1.5, 2.0)  # valid bases and divisors; ties for maximum/minimum
+
+
+@pytest.mark.parametrize(
+    "op", [pytest.param(op, marks=pytest.mark.requires(f"op:{op}"), id=op) for op in BINARY]
+)
+@given(data=st.data())
+def test_broadcast_gradient(engine, op, data):
+    """``op(x, y)`` where broadcasting stretches both operands (a size-1 dim, or missing
+    leading dims): each grad has its operand's shape and is the *sum* over the stretched dims."""
+    dtype = data.draw(st.sampled_from(engine.capabilities.dtypes), label="dtype")
+    shapes = data.draw(st.sampled_from(STRETCHED_PAIRS).flatmap(st.permutations), label="shapes")
+    params = tuple(
+        Param(name, data.draw(hnp.arrays(dtype, shape, elements=st.sampled_from(POSITIVE_VALUES)),
+                              label=name))
+        for name, shape in zip(("p0", "p1"), shapes, strict=True)
+    )
+    reduce = data.draw(st.sampled_from(["sum", "mean"]), label="reduction")
+    check_against_reference(engine, _program(params, op, (Ref("p0"), Ref("p1")), {}, reduce))
 
 
 @pytest.mark.requires("op:where", "op:sqrt")
