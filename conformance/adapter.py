@@ -12,6 +12,7 @@ instead, which implements everything below on top of a torch-like module.
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -105,7 +106,7 @@ class KnownDeviation:
             raise ValueError(f"KnownDeviation.property: expected '<semantic>::<test name>' or a "
                              f"tuple of them, got {self.property!r}")
 
-    @property
+    @builtins.property  # the field ``property`` shadows the builtin in this class body
     def properties(self) -> tuple[str, ...]:
         """The property ids this deviation names (its witnesses)."""
         return (self.property,) if isinstance(self.property, str) else tuple(self.property)

@@ -82,9 +82,8 @@ def hyperparameters(draw: Draw, capabilities: Capabilities) -> dict[str, Any]:
 def invalid_hyperparameters(draw: Draw, capabilities: Capabilities) -> dict[str, Any]:
     """Hyperparameters torch's SGD constructor rejects: exactly one rule broken, sometimes two."""
     drawn = draw(hyperparameters(capabilities))
-    rules = ["lr", "momentum", "weight_decay"]
-    if capabilities.supports("hyper:nesterov"):
-        rules.append("nesterov")
+    rules = ["lr"] + [name for name in ("momentum", "weight_decay", "nesterov")
+                      if capabilities.supports(f"hyper:{name}")]
     broken = draw(st.lists(st.sampled_from(rules), min_size=1, max_size=2, unique=True))
     for rule in broken:
         if rule == "nesterov":

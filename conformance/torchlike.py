@@ -141,7 +141,11 @@ class TorchLikeEngine(Engine):
         return bool(storage.data_ptr() == second.untyped_storage().data_ptr())
 
     def sgd(self, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> Any:
-        options = {**defaults, **self.sgd_options}
+        # Hyperparameters declared unsupported arrive only at their neutral value (0 or False):
+        # leave them out, for engines whose SGD has no such argument.
+        supported = {key: value for key, value in defaults.items()
+                     if key == "lr" or self.capabilities.supports(f"hyper:{key}")}
+        options = {**supported, **self.sgd_options}
         return self.module.optim.SGD([dict(group) for group in groups], **options)
 
     def step(self, optimizer: Any) -> None:

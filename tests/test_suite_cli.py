@@ -38,7 +38,7 @@ def test_spec_that_is_not_an_engine_is_named():
 
 def test_bad_profile_is_a_usage_error():
     result = _run("-m", "conformance", "reference", "--profile", "fast")
-    assert result.returncode == 2
+    assert result.returncode == 4
     assert "invalid choice: 'fast'" in result.stderr
 
 

@@ -55,11 +55,18 @@ def load_engine(spec: str) -> Engine:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UnknownEngine(f"engine {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the adapter module itself is broken (say, a bad Capabilities)
+        raise UnknownEngine(
+            f"engine {spec!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         adapter = getattr(module, attr)
     except AttributeError:
         raise UnknownEngine(f"engine {spec!r}: module {module_name!r} has no {attr!r}") from None
-    engine = adapter() if isinstance(adapter, type) else adapter
+    try:
+        engine = adapter() if isinstance(adapter, type) else adapter
+    except Exception as exc:
+        raise UnknownEngine(f"engine {spec!r}: {target}() raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(engine, Engine):
         raise UnknownEngine(
             f"engine {spec!r}: {target} is a {type(engine).__name__}, not a conformance.Engine"

@@ -45,7 +45,9 @@ def test_steps_match_reference(engine, data):
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(name, marks=pytest.mark.requires(f"hyper:{name}")) for name in NON_DEFAULT],
+    [pytest.param(name, marks=pytest.mark.requires(
+        f"hyper:{name}", *(["hyper:momentum"] if name in ("nesterov", "dampening") else [])))
+     for name in NON_DEFAULT],
 )
 @given(data=st.data())
 def test_hyperparameter(engine, name, data):
@@ -62,7 +64,7 @@ def test_hyperparameter(engine, name, data):
     steps = []
     for i in range(3):
         info = data.draw(cs.graphs(engine.capabilities, loss=f"loss{i}", params=params,
-                                  max_ops=3), label=f"forward {i}")
+                                   max_ops=3), label=f"forward {i}")
         steps += [info.forward, Backward(info.forward.loss), Step(), ZeroGrad()]
     check_against_reference(engine, Program(params, (make, *steps)))
 
@@ -77,7 +79,7 @@ def test_param_groups(engine, data):
     steps = []
     for i in range(2):
         info = data.draw(cs.graphs(engine.capabilities, loss=f"loss{i}", params=params,
-                                  max_ops=3), label=f"forward {i}")
+                                   max_ops=3), label=f"forward {i}")
         steps += [info.forward, Backward(info.forward.loss), Step()]
     check_against_reference(engine, Program(params, (make, *steps)))
 
@@ -134,6 +136,7 @@ def test_invalid_param_lists_raise(engine, data):
     check_against_reference(engine, Program(params, tuple(instructions)))
 
 
+@pytest.mark.requires("hyper:momentum")
 def test_unused_param_example(engine):
     """Fixed example: a param left out of every loss keeps grad None through steps."""
     params = (Param("p0", np.array([1.0, 2.0])), Param("p1", np.array(3.0)))

@@ -1,0 +1,773 @@
+"""tinygrad (https://github.com/tinygrad/tinygrad), tested through its own API.
+
+Written against tinygrad 0.14.0. Its CPU backend compiles kernels with clang; without clang,
+set ``DEV=PYTHON`` (tinygrad's pure-Python interpreter: same semantics, no compiler needed).
+
+tinygrad's API differs from torch's in ways that shape this adapter; docs/engines/tinygrad.md
+has the details and a reproduction script for every finding below.
+
+- There is no ``requires_grad`` and no leaf/non-leaf distinction: ``Tensor.backward`` writes a
+  ``.grad`` into every live floating-point tensor with storage that the loss depends on. So
+  ``tensor(value, requires_grad=...)`` is ``Tensor(value)`` either way, except that a 0-d value
+  becomes a storage-less constant that never gets a grad; a param gets its buffer with
+  ``clone()``.
+- Graphs are immutable values that are never freed, so ``backward`` has no ``retain_graph``:
+  the suite's ``retain_graph`` is not passed on, and tinygrad behaves as if it were always True.
+- Tensors are lazy. Values are read with ``Tensor.numpy()``, which computes a copy and leaves
+  the tensor itself unrealized: realizing it in place would change what later reads observe.
+- ``nn.optim.SGD(params, lr, momentum, weight_decay, nesterov)`` has one set of
+  hyperparameters; several param groups are several ``SGD`` objects combined with
+  ``nn.optim.OptimizerGroup``, as tinygrad's own training scripts do. The optimizer refuses to
+  step unless ``TRAINING`` is set, so ``step`` runs under ``Context(TRAINING=1)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from conformance.adapter import Capabilities, Engine, KnownDeviation
+from conformance.compare import array_mismatch
+from conformance.errors import ErrorKind
+from conformance.program import Backward, Forward, MakeSGD, Program, SetHyperparameter, Step
+
+Impl = Callable[[Sequence[Any], Mapping[str, Any]], Any]
+Trace = Sequence[Any]  # list[conformance.interpret.Observation]
+
+
+# --- ops ---------------------------------------------------------------------------------------
+def _axis_kwargs(params: Mapping[str, Any]) -> dict[str, Any]:
+    if params.get("dim") is None:
+        return {}
+    return {"axis": params["dim"], "keepdim": bool(params.get("keepdim", False))}
+
+
+def _reduce(method: str) -> Impl:
+    return lambda a, p: getattr(a[0], method)(**_axis_kwargs(p))
+
+
+def _method(method: str) -> Impl:
+    return lambda a, p: getattr(a[0], method)()
+
+
+def _index(index: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Integer lists (tuples in the suite) become lists: tinygrad's advanced indexing. Bool
+    masks never come: "index:bool_mask" is declared unsupported."""
+    return tuple(list(part) if isinstance(part, tuple) else part for part in index)
+
+
+def _where(a: Sequence[Any], p: Mapping[str, Any]) -> Any:
+    from tinygrad import Tensor
+
+    return Tensor(p["cond"]).where(a[0], a[1])
+
+
+# Binary ops go through Python operators so that a Python float works on either side.
+# tinygrad's max(axis)/min(axis) return the values only: that is max_dim/min_dim's ``.values``.
+OPS: dict[str, Impl] = {
+    "add": lambda a, p: a[0] + a[1],
+    "sub": lambda a, p: a[0] - a[1],
+    "mul": lambda a, p: a[0] * a[1],
+    "div": lambda a, p: a[0] / a[1],
+    "pow": lambda a, p: a[0] ** a[1],
+    "matmul": lambda a, p: a[0] @ a[1],
+    "neg": lambda a, p: -a[0],
+    "exp": _method("exp"),
+    "log": _method("log"),
+    "sqrt": _method("sqrt"),
+    "tanh": _method("tanh"),
+    "sigmoid": _method("sigmoid"),
+    "relu": _method("relu"),
+    "abs": _method("abs"),
+    "clamp": lambda a, p: a[0].clamp(min_=p.get("min"), max_=p.get("max")),
+    "sum": _reduce("sum"),
+    "mean": _reduce("mean"),
+    "max": _reduce("max"),
+    "min": _reduce("min"),
+    "max_dim": _reduce("max"),
+    "min_dim": _reduce("min"),
+    "amax": _reduce("max"),
+    "amin": _reduce("min"),
+    "maximum": lambda a, p: a[0].maximum(a[1]),
+    "minimum": lambda a, p: a[0].minimum(a[1]),
+    "reshape": lambda a, p: a[0].reshape(tuple(p["shape"])),
+    "transpose": lambda a, p: a[0].transpose(p["dim0"], p["dim1"]),
+    "unsqueeze": lambda a, p: a[0].unsqueeze(p["dim"]),
+    "getitem": lambda a, p: a[0][_index(p["index"])],
+    "cat": lambda a, p: a[0].cat(*a[1:], dim=p["dim"]),
+    "stack": lambda a, p: a[0].stack(*a[1:], dim=p["dim"]),
+    "where": _where,
+}
+
+
+# --- errors ------------------------------------------------------------------------------------
+# (exception type, substring of tinygrad's message, category), each found by triggering it.
+ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
+    # Tensor.gradient: `assert gradient is not None or self.shape == tuple()`
+    (AssertionError, "backward must be called on a scalar tensor", ErrorKind.NON_SCALAR_BACKWARD),
+    # tinygrad never compares backward's `gradient` with the output's shape; a wrong shape fails
+    # wherever it first meets another shape: Tensor.backward's own check on each grad, or one
+    # of these generic broadcast/reshape errors inside the gradient computation. The suite's
+    # forwards are always well-shaped, so only a wrong `gradient` can raise them.
+    (AssertionError, "grad shape must match tensor shape", ErrorKind.GRADIENT_SHAPE),
+    (RuntimeError, "cannot broadcast", ErrorKind.GRADIENT_SHAPE),
+    (ValueError, "size mismatch, can't reshape", ErrorKind.GRADIENT_SHAPE),
+    (IndexError, "objects cannot be broadcast to a single shape", ErrorKind.GRADIENT_SHAPE),
+    # Tensor._getitem on an int index past the end (integer lists are not checked: a finding)
+    (IndexError, "is out of bounds", ErrorKind.INDEX_OUT_OF_RANGE),
+    # Optimizer.__init__ and LARS.__init__: the only two checks tinygrad's SGD makes
+    (ValueError, "Invalid learning rate", ErrorKind.INVALID_HYPERPARAMETER),
+    (ValueError, "Invalid momentum value", ErrorKind.INVALID_HYPERPARAMETER),
+    # Optimizer.__init__: `assert len(self.params) != 0, "optimizer must have at least one param"`
+    (AssertionError, "optimizer must have at least one param", ErrorKind.EMPTY_PARAMETER_LIST),
+)
+
+
+# --- findings: what tinygrad does differently from torch ---------------------------------------
+# Each finding is one KnownDeviation naming its witnesses. Every ``applies`` also sees runs that
+# crashed (EngineCrash): there the trace stops before the crashing instruction.
+_last_reference: list[Any] = [None, None]
+
+
+def _reference_trace(program: Program) -> Trace:
+    """The reference's trace of ``program`` (cached for the program last asked about)."""
+    if _last_reference[0] is not program:
+        from conformance.interpret import run
+        from conformance.runner import reference_engine
+
+        _last_reference[:] = [program, run(reference_engine(), program)]
+    return _last_reference[1]
+
+
+def _missed(*kinds: ErrorKind) -> Callable[[Program, Trace], bool]:
+    """Runs where the reference raised one of ``kinds`` and tinygrad went on without an error."""
+
+    def predicate(program: Program, trace: Trace) -> bool:
+        pairs = zip(trace, _reference_trace(program), strict=False)
+        return any(o.error is None and r.error in kinds for o, r in pairs)
+
+    return predicate
+
+
+def _raised_alone(kind: ErrorKind) -> Callable[[Program, Trace], bool]:
+    """Runs where tinygrad raised ``kind`` and the reference did not raise."""
+
+    def predicate(program: Program, trace: Trace) -> bool:
+        pairs = zip(trace, _reference_trace(program), strict=False)
+        return any(o.error is kind and r.error is None for o, r in pairs)
+
+    return predicate
+
+
+def _uses(ops: Collection[str], program: Program) -> bool:
+    return any(
+        node.op in ops
+        for instruction in program.instructions if isinstance(instruction, Forward)
+        for node in instruction.nodes
+    )
+
+
+def _first_divergence(program: Program, trace: Trace) -> tuple[Any, Any] | None:
+    """The first (engine, reference) observations that differ, or None."""
+    from conformance.compare import observation_mismatches
+
+    for got, want in zip(trace, _reference_trace(program), strict=False):
+        if observation_mismatches(got, want):
+            return got, want
+    return None
+
+
+def _instruction(program: Program, observation: Any) -> Any:
+    return program.instructions[observation.index - 1] if observation.index else None
+
+
+def _tie_split(*ops: str) -> Callable[[Program, Trace], bool]:
+    """Runs using one of ``ops`` that first differ in a grad value at a backward that raised
+    nowhere."""
+
+    def predicate(program: Program, trace: Trace) -> bool:
+        first = _first_divergence(program, trace)
+        if first is None or not _uses(ops, program):
+            return False
+        got, want = first
+        return (isinstance(_instruction(program, got), Backward)
+                and got.error is None and want.error is None)
+
+    return predicate
+
+
+def _nonfinite_grad_differs(op: str) -> Callable[[Program, Trace], bool]:
+    """Runs using ``op`` that first differ at a backward that raised nowhere, and only in where
+    a grad is NaN or infinite."""
+
+    def predicate(program: Program, trace: Trace) -> bool:
+        first = _first_divergence(program, trace)
+        if first is None or not _uses({op}, program):
+            return False
+        got, want = first
+        if not isinstance(_instruction(program, got), Backward) or got.error or want.error:
+            return False
+        whys = [
+            why for name, grad in want.grads.items()
+            if grad is not None and got.grads[name] is not None
+            and (why := array_mismatch(got.grads[name], grad)) is not None
+        ]
+        return bool(whys) and all(why.endswith("in different places") for why in whys)
+
+    return predicate
+
+
+def _grads_written_before_error(kind: ErrorKind) -> Callable[[Program, Trace], bool]:
+    """Runs where tinygrad raised ``kind`` in an instruction that also changed some grad."""
+
+    def predicate(program: Program, trace: Trace) -> bool:
+        for before, after in itertools.pairwise(trace):
+            if after.error is not kind:
+                continue
+            for name, grad in after.grads.items():
+                old = before.grads[name]
+                if (grad is None) != (old is None) or (
+                    grad is not None and old is not None
+                    and not np.array_equal(grad, old, equal_nan=True)
+                ):
+                    return True
+        return False
+
+    return predicate
+
+
+def _grad_changed_by_step(program: Program, trace: Trace) -> bool:
+    """torch's step never touches ``.grad``; tinygrad's lazy grads follow the params."""
+    for index, instruction in enumerate(program.instructions, start=1):
+        if not isinstance(instruction, Step) or index >= len(trace):
+            continue
+        before, after = trace[index - 1], trace[index]
+        for name, grad in before.grads.items():
+            later = after.grads[name]
+            if (grad is not None and later is not None and grad.shape == later.shape
+                    and not np.array_equal(grad, later, equal_nan=True)):
+                return True
+    return False
+
+
+def _float64_step_differs(program: Program, trace: Trace) -> bool:
+    """Runs that first differ at a step, in the values of float64 params only."""
+    first = _first_divergence(program, trace)
+    if first is None:
+        return False
+    got, want = first
+    if not isinstance(_instruction(program, got), Step) or got.error or want.error:
+        return False
+    differing = [name for name, value in want.values.items()
+                 if array_mismatch(got.values[name], value) is not None]
+    return bool(differing) and all(want.values[name].dtype == np.float64 for name in differing)
+
+
+def _step_failure(program: Program, trace: Trace) -> str | None:
+    """For a run that crashed at a Step: the failure tinygrad's step() meets first, following
+    tinygrad/nn/optim.py. Group by group (OptimizerGroup.schedule_step), Optimizer.schedule_step
+    first unwraps every param's grad ("none grad"), then LARS._step updates the momentum
+    buffers param by param ("momentum switched on": the optimizer was built without buffers;
+    "float64 momentum": a float32 buffer assigned a float64 value), then every param is
+    assigned its update ("0-d param": the update has lr's shape (1,)). None for other runs."""
+    crashed = len(trace) - 1
+    if crashed >= len(program.instructions) or not isinstance(program.instructions[crashed], Step):
+        return None
+    done = program.instructions[:crashed]
+    made = [(i, instruction) for i, instruction in enumerate(done)
+            if isinstance(instruction, MakeSGD)]
+    if not made:
+        return None
+    position, make = made[-1]
+    built = [group.overrides.get("momentum", make.defaults.get("momentum", 0.0))
+             for group in make.groups]
+    momentum = list(built)
+    for instruction in done[position + 1:]:
+        if isinstance(instruction, SetHyperparameter) and instruction.key == "momentum":
+            momentum[instruction.group] = instruction.value
+    state = trace[-1]
+    for group, momentum_when_built, momentum_now in zip(make.groups, built, momentum, strict=True):
+        names = [name for name in dict.fromkeys(group.params) if name in state.grads]
+        if any(state.grads[name] is None for name in names):
+            return "none grad"
+        if momentum_now and not momentum_when_built:
+            return "momentum switched on"
+        if momentum_now and any(state.values[name].dtype == np.float64 for name in names):
+            return "float64 momentum"
+        if any(state.values[name].ndim == 0 for name in names):
+            return "0-d param"
+    return None
+
+
+def _step_fails_with(failure: str) -> Callable[[Program, Trace], bool]:
+    """Runs that crashed at a Step with ``failure`` (see :func:`_step_failure`)."""
+
+    def predicate(program: Program, trace: Trace) -> bool:
+        return _step_failure(program, trace) == failure
+
+    return predicate
+
+
+ONE_ELEMENT_LOSS = KnownDeviation(
+    property="backward_errors::test_implicit_gradient_needs_a_scalar",
+    reason=(
+        "backward() without a gradient needs a loss of shape () exactly: a one-element loss of "
+        "shape (1,) or (1, 1) raises AssertionError ('when no gradient is provided, backward "
+        "must be called on a scalar tensor'), where torch accepts it"
+    ),
+    evidence="""\
+from tinygrad import Tensor
+x = Tensor([1.0, 2.0])
+try:
+    x.sum().reshape((1,)).backward()
+except AssertionError as error:
+    print("AssertionError:", error)
+# torch: x.sum().reshape((1,)).backward() works; x.grad == tensor([1., 1.])
+""",
+    applies=_raised_alone(ErrorKind.NON_SCALAR_BACKWARD),
+)
+
+NEVER_FREES = KnownDeviation(
+    property=(
+        "retain_graph::test_repeated_backward_raises_like_torch",
+        *(f"retain_graph::test_each_op_frees_like_torch[{op}]" for op in (
+            "abs", "amax", "amin", "clamp", "div", "exp", "log", "matmul", "max", "max_dim",
+            "maximum", "min", "min_dim", "minimum", "mul", "pow", "relu", "sigmoid", "sqrt",
+            "tanh", "where",
+        )),
+    ),
+    reason=(
+        "tinygrad never frees a graph (there is no retain_graph): a second backward() through "
+        "saved tensors succeeds and accumulates again, where torch raises 'Trying to backward "
+        "through the graph a second time'"
+    ),
+    evidence="""\
+from tinygrad import Tensor
+x = Tensor([1.0, 2.0])
+loss = (x * x).sum()
+loss.backward()
+loss.backward()        # torch: RuntimeError: Trying to backward through the graph a second time
+print(x.grad.numpy())  # [4. 8.]; torch leaves x.grad == [2., 4.]
+""",
+    applies=_missed(ErrorKind.FREED_GRAPH),
+)
+
+NO_INPLACE_CHECK = KnownDeviation(
+    property="retain_graph::test_step_between_backwards",
+    reason=(
+        "an optimizer step between backward(retain_graph=True) and another backward is not "
+        "detected: the second backward silently uses the updated param values, where torch "
+        "raises 'one of the variables needed for gradient computation has been modified by an "
+        "inplace operation'"
+    ),
+    evidence="""\
+from tinygrad import Tensor, Context
+from tinygrad.nn.optim import SGD
+x = Tensor([1.0, 2.0])
+loss = (x * x).sum()
+loss.backward()
+opt = SGD([x], lr=0.5)
+with Context(TRAINING=1):
+    opt.step()                     # x = [0, 0]
+loss.backward()                    # torch: RuntimeError (x was modified in place)
+print(x.grad.numpy())              # [0. 0.]
+""",
+    applies=_missed(ErrorKind.INPLACE_MODIFIED),
+)
+
+GRAD_FOLLOWS_PARAM = KnownDeviation(
+    property="training_loops::test_many_steps_without_zero_grad",
+    reason=(
+        "p.grad is a lazy expression of p's buffer: after step() updates p in place, p.grad "
+        "reads as the gradient at the new value of p, and the next backward accumulates onto "
+        "that; torch's step never changes p.grad"
+    ),
+    evidence="""\
+import numpy as np
+from tinygrad import Tensor, Context
+from tinygrad.nn.optim import SGD
+x = Tensor(np.array([1.0, 2.0], dtype=np.float32))
+(x * x).sum().backward()                    # x.grad = 2x = [2, 4]
+opt = SGD([x], lr=0.25)
+with Context(TRAINING=1):
+    opt.step()                              # x = [0.5, 1]
+print(x.numpy(), x.grad.numpy())            # [0.5 1. ] [1. 2.]; torch: grad [2, 4]
+(x * x).sum().backward()
+print(x.grad.numpy())                       # [2. 4.]; torch: [3, 6]
+""",
+    applies=_grad_changed_by_step,
+)
+
+DIM_REDUCTION_TIES = KnownDeviation(
+    property=("conventions::test_convention[max_dim]", "conventions::test_convention[min_dim]"),
+    reason=(
+        "tinygrad's max(axis)/min(axis) (its only form of max(dim).values / min(dim).values) "
+        "splits the gradient evenly among tied elements; torch's max(dim)/min(dim) gives it all "
+        "to the returned index (the first occurrence)"
+    ),
+    evidence="""\
+from tinygrad import Tensor
+x = Tensor([1.0, 1.0, 0.0])
+x.max(axis=0).backward()
+print(x.grad.numpy())   # [0.5 0.5 0. ]; torch x.max(dim=0).values.backward(): [1., 0., 0.]
+y = Tensor([0.0, 0.0, 1.0])
+y.min(axis=0).backward()
+print(y.grad.numpy())   # [0.5 0.5 0. ]; torch y.min(dim=0).values.backward(): [1., 0., 0.]
+""",
+    applies=_tie_split("max_dim", "min_dim"),
+)
+
+POW_AT_NEGATIVE_ZERO = KnownDeviation(
+    property=(
+        "conventions::test_convention[pow_scalar_exponent]",
+        "conventions::test_convention[pow]",
+    ),
+    reason=(
+        "pow's gradients at a base of -0.0 differ from torch's: d(x ** 0.5)/dx is NaN (torch: "
+        "-inf), and d(x ** e)/de for e = -1 is -inf (torch: +inf = (x ** e) * log(x)); at +0.0 "
+        "both agree with torch"
+    ),
+    evidence="""\
+import numpy as np
+from tinygrad import Tensor
+x = Tensor(np.array([-0.0, 0.0, 1.0]))
+(x ** 0.5).sum().backward()
+print(x.grad.numpy())   # [nan inf 0.5]; torch: [-inf, inf, 0.5]
+b, e = Tensor(np.array([-0.0, 0.0])), Tensor(np.array([-1.0, -1.0]))
+(b ** e).sum().backward()
+print(e.grad.numpy())   # [-inf -inf]; torch: [inf, -inf]
+""",
+    applies=_nonfinite_grad_differs("pow"),
+)
+
+WRONG_GRADIENT_WRITES_GRADS = KnownDeviation(
+    property="backward_errors::test_gradient_of_wrong_shape_raises",
+    reason=(
+        "backward(gradient) never checks the gradient's shape against the output's: a wrong "
+        "shape flows into the graph until some shape error or the final per-tensor check "
+        "('grad shape must match tensor shape') stops it, and tensors visited before that "
+        "already got their .grad; torch raises 'Mismatch in shape' before writing any grad"
+    ),
+    evidence="""\
+from tinygrad import Tensor
+p = Tensor([[2.0], [0.0], [-0.5]])
+out = p.min(axis=0)                              # shape (1,)
+try:
+    out.backward(Tensor([1.0, 0.5, 1.0, 0.0]))   # a gradient of shape (4,)
+except AssertionError as error:
+    print("AssertionError:", error)
+print(p.grad.numpy().ravel())   # [0. 0. 2.5]; torch: RuntimeError: Mismatch in shape ..., p.grad None
+""",
+    applies=_grads_written_before_error(ErrorKind.GRADIENT_SHAPE),
+)
+
+NO_REQUIRES_GRAD = KnownDeviation(
+    property="backward_errors::test_backward_without_grad_raises",
+    reason=(
+        "tinygrad has no requires_grad: backward() of a loss computed from constants only "
+        "succeeds (and gives the constants a .grad), where torch raises 'element 0 of tensors "
+        "does not require grad and does not have a grad_fn'"
+    ),
+    evidence="""\
+from tinygrad import Tensor
+c = Tensor([1.0, 2.0, 3.0])
+c.sum().backward()      # torch: RuntimeError: element 0 of tensors does not require grad ...
+print(c.grad.numpy())   # [1. 1. 1.]
+""",
+    applies=_missed(ErrorKind.NO_GRAD_FN),
+)
+
+LIST_INDEX_UNCHECKED = KnownDeviation(
+    property="indexing::test_out_of_range_index_raises",
+    reason=(
+        "an out-of-range integer inside an index list (x[[0, 3]] on 3 rows) is not an error: "
+        "the row reads as zeros (tinygrad documents 'out-of-bounds indexing results in a value "
+        "of 0'); torch raises IndexError. A plain int index (x[3]) does raise"
+    ),
+    evidence="""\
+from tinygrad import Tensor
+x = Tensor([[1.0, 2.0], [3.0, 4.0]])
+print(x[[0, 2]].numpy())   # [[1. 2.] [0. 0.]]; torch: IndexError: index 2 is out of bounds ...
+""",
+    applies=_missed(ErrorKind.INDEX_OUT_OF_RANGE),
+)
+
+SGD_HYPERPARAMETERS_UNCHECKED = KnownDeviation(
+    property="sgd::test_invalid_hyperparameters_raise",
+    reason=(
+        "SGD checks only lr < 0 and momentum < 0: a negative weight_decay and nesterov=True "
+        "with momentum=0 are accepted, where torch raises ValueError"
+    ),
+    evidence="""\
+from tinygrad import Tensor
+from tinygrad.nn.optim import SGD
+p = Tensor([1.0])
+SGD([p], lr=0.1, weight_decay=-0.1)             # torch: Invalid weight_decay value: -0.1
+SGD([p], lr=0.1, momentum=0.0, nesterov=True)   # torch: Nesterov momentum requires a momentum ...
+print("both accepted")
+""",
+    applies=_missed(ErrorKind.INVALID_HYPERPARAMETER),
+)
+
+SGD_PARAMS_UNCHECKED = KnownDeviation(
+    property="sgd::test_invalid_param_lists_raise",
+    reason=(
+        "the optimizer accepts any tensor: a non-leaf (p * 2) and a param in two groups "
+        "(OptimizerGroup) are accepted, where torch raises ValueError; and a group with no "
+        "params is SGD([]), which raises AssertionError, where torch accepts "
+        "SGD([{'params': []}])"
+    ),
+    evidence="""\
+from tinygrad import Tensor
+from tinygrad.nn.optim import SGD, OptimizerGroup
+p, q = Tensor([1.0]), Tensor([2.0])
+SGD([p, q * 2], lr=0.1)                                # torch: can't optimize a non-leaf Tensor
+OptimizerGroup(SGD([p, q], lr=0.1), SGD([q], lr=0.1))  # torch: some parameters appear in ...
+try:
+    SGD([], lr=0.1)                                    # torch accepts SGD([{"params": []}])
+except AssertionError as error:
+    print("AssertionError:", error)
+""",
+    applies=lambda program, trace: (
+        _missed(ErrorKind.NON_LEAF_PARAMETER, ErrorKind.DUPLICATE_PARAMETER)(program, trace)
+        or _raised_alone(ErrorKind.EMPTY_PARAMETER_LIST)(program, trace)
+    ),
+)
+
+FLOAT64_LEARNING_RATE = KnownDeviation(
+    property="sgd::test_steps_match_reference",
+    reason=(
+        "the optimizer stores lr as a float32 tensor ('store lr in at least float32 "
+        "precision'), so a float64 param moves by lr rounded to float32: 1.0 - 0.1 gives "
+        "0.8999999985098839 instead of torch's 0.9"
+    ),
+    evidence="""\
+import numpy as np
+from tinygrad import Tensor, Context
+from tinygrad.nn.optim import SGD
+p = Tensor(np.array([1.0]))              # float64
+opt = SGD([p], lr=0.1)
+p.sum().backward()
+with Context(TRAINING=1):
+    opt.step()
+print(repr(p.numpy()[0]))                # 0.8999999985098839; torch: 0.9
+""",
+    applies=_float64_step_differs,
+)
+
+# The next four raise exceptions that no ErrorKind describes, so the run stops with
+# EngineCrash; ``applies`` recognises them from where the run stopped (_step_failure).
+NONE_GRAD_STEP = KnownDeviation(
+    property=("sgd::test_none_grads_are_skipped", "sgd::test_unused_param_example"),
+    reason=(
+        "step() with a param whose .grad is None raises a bare AssertionError (unwrap(t.grad)) "
+        "and steps nothing; torch skips that param and steps the others"
+    ),
+    evidence="""\
+from tinygrad import Tensor, Context
+from tinygrad.nn.optim import SGD
+used, unused = Tensor([1.0, 2.0]), Tensor([3.0])
+opt = SGD([used, unused], lr=0.1)
+used.sum().backward()                    # unused.grad stays None
+try:
+    with Context(TRAINING=1):
+        opt.step()                       # torch: used -> [0.9, 1.9], unused skipped
+except AssertionError as error:
+    print("AssertionError", repr(error), used.numpy())   # used is not stepped either
+""",
+    applies=_step_fails_with("none grad"),
+)
+
+ZERO_D_STEP = KnownDeviation(
+    property="sgd::test_param_groups",
+    reason=(
+        "step() on a 0-d param raises ValueError ('cannot broadcast tensor to fewer dimensions. "
+        "shape=(1,) to new_shape=()'): lr is a shape-(1,) tensor, so the update has shape (1,); "
+        "torch steps 0-d params like any other"
+    ),
+    evidence="""\
+import numpy as np
+from tinygrad import Tensor, Context
+from tinygrad.nn.optim import SGD
+p = Tensor(np.array(3.0, dtype=np.float32)).clone()   # a 0-d tensor with storage
+(p * p).backward()
+opt = SGD([p], lr=0.1)
+try:
+    with Context(TRAINING=1):
+        opt.step()                       # torch: p = 2.4
+except ValueError as error:
+    print("ValueError:", error)
+""",
+    applies=_step_fails_with("0-d param"),
+)
+
+FLOAT64_MOMENTUM = KnownDeviation(
+    property="sgd::test_hyperparameter[momentum]",
+    reason=(
+        "SGD with momentum on a float64 param raises RuntimeError ('assign dtype mismatch "
+        "dtypes.float != dtypes.double'): momentum buffers are OPTIM_DTYPE, float32 by default; "
+        "torch keeps the buffer in the param's dtype"
+    ),
+    evidence="""\
+import numpy as np
+from tinygrad import Tensor, Context
+from tinygrad.nn.optim import SGD
+p = Tensor(np.array([1.0, 2.0]))         # float64
+opt = SGD([p], lr=0.1, momentum=0.9)
+p.sum().backward()
+try:
+    with Context(TRAINING=1):
+        opt.step()                       # torch: p = [0.9, 1.9]
+except RuntimeError as error:
+    print("RuntimeError:", error)
+""",
+    applies=_step_fails_with("float64 momentum"),
+)
+
+MOMENTUM_SWITCHED_ON = KnownDeviation(
+    property="sgd::test_hyperparameter_changes_between_steps",
+    reason=(
+        "momentum cannot be switched on after construction: SGD(momentum=0) keeps no momentum "
+        "buffers, so setting opt.momentum later makes step() raise IndexError ('list index out "
+        "of range'); torch's param_groups[i]['momentum'] = 0.9 takes effect at the next step"
+    ),
+    evidence="""\
+from tinygrad import Tensor, Context
+from tinygrad.nn.optim import SGD
+p = Tensor([1.0, 2.0])
+opt = SGD([p], lr=0.1)                   # momentum=0: no buffers
+opt.momentum = 0.9
+p.sum().backward()
+try:
+    with Context(TRAINING=1):
+        opt.step()                       # torch: p = [0.9, 1.9] (the buffer starts as the grad)
+except IndexError as error:
+    print("IndexError:", error)
+""",
+    applies=_step_fails_with("momentum switched on"),
+)
+
+KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
+    ONE_ELEMENT_LOSS, NEVER_FREES, NO_INPLACE_CHECK, GRAD_FOLLOWS_PARAM, DIM_REDUCTION_TIES,
+    POW_AT_NEGATIVE_ZERO, WRONG_GRADIENT_WRITES_GRADS, NO_REQUIRES_GRAD, LIST_INDEX_UNCHECKED,
+    SGD_HYPERPARAMETERS_UNCHECKED, SGD_PARAMS_UNCHECKED, FLOAT64_LEARNING_RATE,
+    NONE_GRAD_STEP, ZERO_D_STEP, FLOAT64_MOMENTUM, MOMENTUM_SWITCHED_ON,
+)
+
+
+# --- the adapter -------------------------------------------------------------------------------
+class TinygradEngine(Engine):
+    """tinygrad's ``Tensor`` and ``nn.optim.SGD`` on its default device."""
+
+    name = "tinygrad"
+    capabilities = Capabilities(unsupported={
+        "hyper:dampening": "tinygrad.nn.optim.SGD(params, lr, momentum, weight_decay, nesterov, "
+                           "classic, device, fused) has no dampening argument",
+        "hyper:maximize": "tinygrad.nn.optim.SGD has no maximize argument",
+        "zero_grad_keep": "Optimizer.zero_grad() takes no argument and always sets every "
+                          "param's .grad to None",
+        "index:bool_mask": "tinygrad has no boolean-mask indexing: x[Tensor(mask)] raises "
+                           "IndexError ('index dtype dtypes.bool is not supported') and "
+                           "x[[True, False]] IndexError ('contains non-int element')",
+    })
+    known_deviations = KNOWN_DEVIATIONS
+
+    def __init__(self) -> None:
+        # tinygrad's scheduler calls sys.setrecursionlimit(10000) when it is first imported,
+        # which happens lazily at the first realize. Hypothesis warns (an error under
+        # filterwarnings=error) when the limit changes inside a test, so import it up front.
+        import tinygrad.schedule.rangeify  # noqa: F401
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        from tinygrad import Device
+
+        return f"{version('tinygrad')}, device {Device.DEFAULT}"
+
+    # --- tensors ---------------------------------------------------------------------------
+    def tensor(self, value: np.ndarray, *, requires_grad: bool) -> Any:
+        from tinygrad import Tensor
+
+        # tinygrad has no requires_grad: every float tensor with storage is differentiable.
+        tensor = Tensor(np.array(value, copy=True))
+        if requires_grad and tensor.device is None:
+            # A 0-d value becomes a storage-less constant (device None) that backward never
+            # gives a grad (docs/engines/tinygrad.md); clone() allocates its buffer.
+            tensor = tensor.clone()
+        return tensor
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        return np.array(tensor.numpy(), copy=True)
+
+    def apply(self, op: str, operands: Sequence[Any], params: Mapping[str, Any]) -> Any:
+        return OPS[op](operands, params)
+
+    # --- autograd ----------------------------------------------------------------------------
+    def backward(
+        self, loss: Any, *, gradient: np.ndarray | None, retain_graph: bool | None
+    ) -> None:
+        from tinygrad import Tensor
+
+        # No retain_graph in tinygrad: its graphs are never freed (see the module docstring).
+        loss.backward(None if gradient is None else Tensor(np.array(gradient, copy=True)))
+
+    def grad(self, param: Any) -> Any | None:
+        return param.grad
+
+    def set_grad_none(self, param: Any) -> None:
+        param.grad = None
+
+    def shares_memory(self, first: Any, second: Any) -> bool:
+        base = first.uop.base
+        return base is second.uop.base and base.has_buffer_identity()
+
+    # --- optimizer ---------------------------------------------------------------------------
+    def sgd(self, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> Any:
+        from tinygrad.nn.optim import OptimizerGroup
+
+        optimizers = [self._one_sgd(group, defaults) for group in groups]
+        return optimizers[0] if len(optimizers) == 1 else OptimizerGroup(*optimizers)
+
+    @staticmethod
+    def _one_sgd(group: Mapping[str, Any], defaults: Mapping[str, Any]) -> Any:
+        from tinygrad.nn.optim import SGD
+
+        options = {**defaults, **{k: v for k, v in group.items() if k != "params"}}
+        # Declared unsupported, so the suite only ever passes their defaults.
+        if options.pop("dampening", 0.0) != 0.0 or options.pop("maximize", False):
+            raise NotImplementedError("tinygrad's SGD has no dampening or maximize")
+        return SGD(list(group["params"]), **options)
+
+    def step(self, optimizer: Any) -> None:
+        from tinygrad import Context
+
+        with Context(TRAINING=1):
+            optimizer.step()
+
+    def zero_grad(self, optimizer: Any, *, set_to_none: bool) -> None:
+        if not set_to_none:
+            raise NotImplementedError("tinygrad's zero_grad() always sets grads to None")
+        optimizer.zero_grad()
+
+    def set_hyperparameter(self, optimizer: Any, group: int, key: str, value: Any) -> None:
+        target = optimizer.optimizers[group] if hasattr(optimizer, "optimizers") else optimizer
+        if key == "lr":
+            # lr is a tensor so that schedulers can change it without recompiling the step.
+            target.lr.assign(type(target.lr)([value], dtype=target.lr.dtype))
+        elif key == "momentum":
+            target.momentum = value
+        elif key == "weight_decay":
+            target.wd = value
+        else:
+            raise NotImplementedError(f"tinygrad's SGD has no hyperparameter {key!r}")
+
+    # --- errors ------------------------------------------------------------------------------
+    def classify(self, error: Exception) -> ErrorKind | None:
+        for error_type, fragment, kind in ERROR_PATTERNS:
+            if isinstance(error, error_type) and fragment in str(error):
+                return kind
+        return None
