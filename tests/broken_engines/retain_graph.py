@@ -1,0 +1,112 @@
+"""When a second backward raises (torch-semantics.md §1), broken in the engine's ``backward``.
+
+torch frees a node's saved tensors when a backward without ``retain_graph`` runs it, and a later
+backward raises only on reaching a node whose saved tensors are gone, after accumulating into
+the leaves of branches that ran first. Each engine here gets one part of that wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from conformance.engines.torch_engines import TorchEngine
+
+FREED_MESSAGE = (
+    "Trying to backward through the graph a second time (or directly access saved tensors "
+    "after they have already been freed)."
+)
+
+
+class _RetainGraph(TorchEngine):
+    control: ClassVar[bool] = False
+    catches_in: ClassVar[tuple[str, ...]] = ("retain_graph",)
+
+
+class NeverFreesGraph(_RetainGraph):
+    """Saved tensors are never freed: ``retain_graph`` is ignored and a second backward through
+    anything always succeeds (and accumulates again).
+
+    What every tape that is plain Python objects does: micrograd, tinygrad's old
+    ``Function.backward`` tape, and MyGrad keep the graph until it is garbage-collected.
+    """
+
+    name = "never-frees-graph"
+
+    def backward(self, loss: Any, *, gradient: np.ndarray | None,
+                 retain_graph: bool | None) -> None:
+        super().backward(loss, gradient=gradient, retain_graph=True)
+
+
+class FreesEveryGraph(_RetainGraph):
+    """After a backward without ``retain_graph`` the whole graph is released, so any later
+    backward from the same output raises, even through ``x + y`` or ``x.sum()``, which save
+    nothing and which torch runs again happily.
+
+    TensorFlow's non-persistent ``GradientTape`` works this way ("A non-persistent GradientTape
+    can only be used to compute one set of gradients"), and so does an engine that clears its
+    tape instead of the saved tensors.
+    """
+
+    name = "frees-every-graph"
+
+    def __init__(self) -> None:
+        self._released: list[Any] = []  # graph roots; grad_fn objects cannot be weakly referenced
+
+    def backward(self, loss: Any, *, gradient: np.ndarray | None,
+                 retain_graph: bool | None) -> None:
+        root = loss.grad_fn
+        if root is not None and any(root is released for released in self._released):
+            raise RuntimeError(FREED_MESSAGE)
+        super().backward(loss, gradient=gradient, retain_graph=retain_graph)
+        if not retain_graph and root is not None:
+            self._released.append(root)
+
+
+def _nodes(root: Any) -> Iterator[Any]:
+    """Every node reachable from ``root``, each once."""
+    seen: list[Any] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node is None or any(node is other for other in seen):
+            continue
+        seen.append(node)
+        yield node
+        stack.extend(next_node for next_node, _ in node.next_functions)
+
+
+def _saves_a_tensor(node: Any) -> bool:
+    for name in dir(node):
+        if name.startswith("_saved_"):
+            saved = getattr(node, name)
+            items = saved if isinstance(saved, (list, tuple)) else [saved]
+            if any(isinstance(item, torch.Tensor) for item in items):
+                return True
+    return False
+
+
+class RaisesAfterAccumulating(_RetainGraph):
+    """The freed-graph check runs *after* the backward walk: a second backward through a freed
+    graph accumulates every contribution into the leaves and only then raises.
+
+    Raising is right, but torch raises on reaching the first node whose saved tensors are gone,
+    before that node's inputs get anything, so on a single-path graph the grads stay unchanged
+    (torch-semantics.md §1, "What a failed second backward leaves behind"). An engine that
+    validates in a separate pass, or keeps the buffers and only marks them, ends up here.
+    """
+
+    name = "raises-after-accumulating"
+
+    def backward(self, loss: Any, *, gradient: np.ndarray | None,
+                 retain_graph: bool | None) -> None:
+        saving = [node for node in _nodes(loss.grad_fn) if _saves_a_tensor(node)]
+        super().backward(loss, gradient=gradient, retain_graph=True)
+        if any(node.metadata.get("released") for node in saving):
+            raise RuntimeError(FREED_MESSAGE)
+        if not retain_graph:
+            for node in saving:
+                node.metadata["released"] = True

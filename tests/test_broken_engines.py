@@ -1,0 +1,87 @@
+"""The suite's proof of power: every catalogued broken engine is caught, every control passes.
+
+Each engine runs the whole suite in its own subprocess (engines are session-wide state), as a
+user would: ``python -m pytest --pyargs conformance --engine tests.broken_engines.<mod>:<Cls>``.
+
+- A broken engine must make at least one property fail. The run uses ``-x``, the ``catalogue``
+  profile (``ci`` without shrinking: derandomized, 60 examples) and runs the property modules
+  named in the engine's ``catches_in`` first; the verdict is the same as the suite's natural
+  order, only sooner.
+- A control must pass the ``ci`` profile: every property passes or is skipped.
+
+Parametrized one test per engine, so ``-n 2`` spreads them over two workers. Set
+``BROKEN_ENGINES_PYTEST_ARGS`` to pass extra options to every run (e.g. during development,
+``-p oracle_torch`` to compare against torch instead of the reference).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from broken_engines import catalogue
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "tests.broken_engines"
+ENTRIES = catalogue(spec_prefix=PACKAGE)
+EXTRA_ARGS = shlex.split(os.environ.get("BROKEN_ENGINES_PYTEST_ARGS", ""))
+TIMEOUT_S = 600
+
+
+def _suite(spec: str, report: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    command = [
+        sys.executable, "-m", "pytest", "--pyargs", "conformance", "--engine", spec,
+        "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q", "--no-header",
+        f"--catalogue-report={report}", *options, *EXTRA_ARGS,
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                            timeout=TIMEOUT_S, check=False)
+    record = json.loads(report.read_text()) if report.exists() else {}
+    return result, record
+
+
+def _explain(result: subprocess.CompletedProcess[str]) -> str:
+    output = (result.stdout + result.stderr).strip().splitlines()
+    return f"exit status {result.returncode}; last lines of the run:\n" + "\n".join(output[-40:])
+
+
+@pytest.mark.parametrize(
+    "spec", [entry.spec for entry in ENTRIES if not entry.control],
+    ids=[entry.short for entry in ENTRIES if not entry.control],
+)
+def test_broken_engine_is_caught(spec: str, tmp_path: Path) -> None:
+    result, record = _suite(spec, tmp_path / "report.json", "-x",
+                            "--hypothesis-profile=catalogue", "--catalogue-order=targeted")
+    failed = record.get("outcomes", {}).get("failed", [])
+    assert failed, f"{spec} was NOT caught: no property failed.\n{_explain(result)}"
+    assert result.returncode == 1, f"{spec}: the run did not end normally.\n{_explain(result)}"
+
+
+@pytest.mark.parametrize(
+    "spec", [entry.spec for entry in ENTRIES if entry.control],
+    ids=[entry.short for entry in ENTRIES if entry.control],
+)
+def test_control_passes(spec: str, tmp_path: Path) -> None:
+    result, record = _suite(spec, tmp_path / "report.json", "--hypothesis-profile=ci")
+    outcomes = record.get("outcomes", {})
+    assert result.returncode == 0, (
+        f"control {spec} failed the suite: {outcomes.get('failed')}\n{_explain(result)}"
+    )
+    assert outcomes.get("passed"), f"control {spec} passed nothing.\n{_explain(result)}"
+
+
+def test_catalogue_covers_every_semantic() -> None:
+    """At least one broken engine aims at each property module, and there are 25 or more."""
+    broken = [entry for entry in ENTRIES if not entry.control]
+    aimed = {target.split("::")[0] for entry in broken for target in entry.catches_in}
+    semantics = {path.stem.removeprefix("test_")
+                 for path in (ROOT / "conformance" / "properties").glob("test_*.py")}
+    assert len(broken) >= 25, f"only {len(broken)} broken engines"
+    assert len(ENTRIES) - len(broken) >= 3, "fewer than 3 controls"
+    missing = semantics - aimed - {"laws", "training_loops"}  # oracle-free and whole-loop
+    assert not missing, f"no broken engine aims at {sorted(missing)}"
