@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         results=sorted(collector.results.values(), key=lambda r: r.id),
         exit_code=exit_code,
         runtime_s=round(runtime, 1),
+        deviations=[{"properties": list(d.properties), "reason": d.reason, "evidence": d.evidence}
+                    for d in engine.known_deviations],
     )
     ids = {r.id for r in report.results} | {r.id.split("[")[0] for r in report.results}
     if not {"-k", "-m"} & set(extra):  # a selected subset would make every other entry look stale

@@ -12,6 +12,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,8 @@ class Report:
     versions: dict[str, str]
     results: list[PropertyResult] = field(default_factory=list)
     stale_deviations: list[str] = field(default_factory=list)
+    deviations: list[dict[str, Any]] = field(default_factory=list)
+    """The engine's known deviations: ``properties``, ``reason`` and ``evidence`` (a script)."""
     exit_code: int = 0
     runtime_s: float = 0.0
 
@@ -103,7 +106,17 @@ class Report:
         if self.stale_deviations:
             lines += ["", "Known deviations that match no property:", ""]
             lines += [f"- `{pid}`" for pid in self.stale_deviations]
-        return "\n".join(lines) + "\n"
+        if self.deviations:
+            lines += ["", "## Known deviations, with the evidence the adapter ships", ""]
+        for deviation in self.deviations:
+            names = ", ".join(f"`{pid}`" for pid in deviation["properties"])
+            lines += [f"- {names}: {deviation['reason']}"]
+            if deviation.get("evidence"):
+                lines += ["", "  ```python", *(f"  {line}".rstrip()
+                                              for line in deviation["evidence"].splitlines()),
+                          "  ```"]
+            lines.append("")
+        return "\n".join(lines).rstrip("\n") + "\n"
 
     def write(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

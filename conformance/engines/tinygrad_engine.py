@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from conformance.adapter import Capabilities, Engine, KnownDeviation
-from conformance.compare import array_mismatch
+from conformance.compare import array_mismatch, program_tolerance
 from conformance.errors import ErrorKind
 from conformance.program import Backward, Forward, MakeSGD, Program, SetHyperparameter, Step
 
@@ -174,8 +174,9 @@ def _first_divergence(program: Program, trace: Trace) -> tuple[Any, Any] | None:
     """The first (engine, reference) observations that differ, or None."""
     from conformance.compare import observation_mismatches
 
+    tolerance = program_tolerance(program)
     for got, want in zip(trace, _reference_trace(program), strict=False):
-        if observation_mismatches(got, want):
+        if observation_mismatches(got, want, tolerance=tolerance):
             return got, want
     return None
 
@@ -213,7 +214,8 @@ def _nonfinite_grad_differs(op: str) -> Callable[[Program, Trace], bool]:
         whys = [
             why for name, grad in want.grads.items()
             if grad is not None and got.grads[name] is not None
-            and (why := array_mismatch(got.grads[name], grad)) is not None
+            and (why := array_mismatch(got.grads[name], grad,
+                                       tolerance=program_tolerance(program))) is not None
         ]
         return bool(whys) and all(why.endswith("in different places") for why in whys)
 
@@ -261,8 +263,9 @@ def _float64_step_differs(program: Program, trace: Trace) -> bool:
     got, want = first
     if not isinstance(_instruction(program, got), Step) or got.error or want.error:
         return False
+    tolerance = program_tolerance(program)
     differing = [name for name, value in want.values.items()
-                 if array_mismatch(got.values[name], value) is not None]
+                 if array_mismatch(got.values[name], value, tolerance=tolerance) is not None]
     return bool(differing) and all(want.values[name].dtype == np.float64 for name in differing)
 
 
