@@ -108,6 +108,15 @@ class _Machine:
             return self.engine.tensor(operand.value, requires_grad=False)
         return operand
 
+    def follow(self, observation: Observation) -> None:
+        """Take the param values of another engine's observation (see :func:`run`)."""
+        if observation.error is not None:
+            return
+        for name, param in self.params.items():
+            value = observation.values.get(name)
+            if value is not None:
+                self.engine.follow(param, value)  # type: ignore[attr-defined]
+
     def observe(self, index: int, label: str, error: ErrorKind | None) -> Observation:
         values: dict[str, np.ndarray] = {}
         grads: dict[str, np.ndarray | None] = {}
@@ -130,11 +139,20 @@ class _Machine:
         return Observation(index, label, error, values, grads, same, aliased)
 
 
-def run(engine: Engine, program: Program) -> list[Observation]:
+def run(
+    engine: Engine, program: Program, *, follow: list[Observation] | None = None
+) -> list[Observation]:
     """Run ``program`` on ``engine``; one observation before and after each instruction.
 
     An exception the adapter classifies becomes the observation's ``error`` and the program
     goes on; one it does not classify is an :class:`EngineCrash` carrying the trace so far.
+
+    ``follow`` (for the reference only) is the trace of the engine under test: after each
+    ``step()`` that succeeded on both, once its result has been observed, the reference's params
+    take the engine's values. Every instruction is then checked from the same state, so a
+    rounding difference that the step's comparison tolerates (torch's SGD uses fused
+    multiply-adds, the reference does not) cannot flip a later kink or tie — ``max`` of values
+    that tie in one engine and differ by an ulp in the other — into a false divergence.
     """
     RUNS[id(engine)] += 1
     machine = _Machine(engine, program)
@@ -158,5 +176,7 @@ def run(engine: Engine, program: Program) -> list[Observation]:
                     trace=trace,
                 ) from exc
         trace.append(machine.observe(index, describe(instruction), error))
+        if follow is not None and isinstance(instruction, Step) and error is None:
+            machine.follow(follow[index])
     return trace
 

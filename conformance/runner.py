@@ -66,7 +66,7 @@ def check_against_reference(engine: Engine, program: Program) -> list[Observatio
     Returns the engine's trace, for properties that check more on top.
     """
     __tracebackhide__ = True
-    expected = run(reference_engine(), program)
     actual = _run_scoped(engine, program)
+    expected = run(reference_engine(), program, follow=actual)
     assert_same_trace(engine.name, program, actual, expected)
     return actual

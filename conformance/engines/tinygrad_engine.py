@@ -358,50 +358,34 @@ print(x.grad.numpy())  # [4. 8.]; torch leaves x.grad == [2., 4.]
     applies=_missed(ErrorKind.FREED_GRAPH),
 )
 
-NO_INPLACE_CHECK = KnownDeviation(
+STEP_CHANGES_LAZY_RESULTS = KnownDeviation(
     property="retain_graph::test_step_between_backwards",
     reason=(
-        "an optimizer step between backward(retain_graph=True) and another backward is not "
-        "detected: the second backward silently uses the updated param values, where torch "
-        "raises 'one of the variables needed for gradient computation has been modified by an "
-        "inplace operation'"
-    ),
-    evidence="""\
-from tinygrad import Tensor, Context
-from tinygrad.nn.optim import SGD
-x = Tensor([1.0, 2.0])
-loss = (x * x).sum()
-loss.backward()
-opt = SGD([x], lr=0.5)
-with Context(TRAINING=1):
-    opt.step()                     # x = [0, 0]
-loss.backward()                    # torch: RuntimeError (x was modified in place)
-print(x.grad.numpy())              # [0. 0.]
-""",
-    applies=_missed(ErrorKind.INPLACE_MODIFIED),
-)
-
-GRAD_FOLLOWS_PARAM = KnownDeviation(
-    property="training_loops::test_many_steps_without_zero_grad",
-    reason=(
-        "p.grad is a lazy expression of p's buffer: after step() updates p in place, p.grad "
-        "reads as the gradient at the new value of p, and the next backward accumulates onto "
-        "that; torch's step never changes p.grad"
+        "grads and graphs read a param's buffer lazily, so an optimizer step changes what was "
+        "computed before it: p.grad then reads as the gradient at the new value of p (and the "
+        "next backward accumulates onto that), where torch's step never changes p.grad; and a "
+        "second backward through a retained graph silently uses the updated values, where "
+        "torch raises 'one of the variables needed for gradient computation has been modified "
+        "by an inplace operation'"
     ),
     evidence="""\
 import numpy as np
 from tinygrad import Tensor, Context
 from tinygrad.nn.optim import SGD
 x = Tensor(np.array([1.0, 2.0], dtype=np.float32))
-(x * x).sum().backward()                    # x.grad = 2x = [2, 4]
+loss = (x * x).sum()
+loss.backward()                             # x.grad = 2x = [2, 4]
 opt = SGD([x], lr=0.25)
 with Context(TRAINING=1):
     opt.step()                              # x = [0.5, 1]
 print(x.numpy(), x.grad.numpy())            # [0.5 1. ] [1. 2.]; torch: grad [2, 4]
-(x * x).sum().backward()
-print(x.grad.numpy())                       # [2. 4.]; torch: [3, 6]
+loss.backward()                             # torch: RuntimeError (x was modified in place)
+print(x.grad.numpy())                       # [2. 4.]: [1, 2] + 2 * [0.5, 1]
 """,
-    applies=_grad_changed_by_step,
+    applies=lambda program, trace: (
+        _grad_changed_by_step(program, trace)
+        or _missed(ErrorKind.INPLACE_MODIFIED)(program, trace)
+    ),
 )
 
 DIM_REDUCTION_TIES = KnownDeviation(
@@ -541,7 +525,7 @@ except AssertionError as error:
 )
 
 FLOAT64_LEARNING_RATE = KnownDeviation(
-    property="sgd::test_steps_match_reference",
+    property="sgd::test_hyperparameter[weight_decay]",
     reason=(
         "the optimizer stores lr as a float32 tensor ('store lr in at least float32 "
         "precision'), so a float64 param moves by lr rounded to float32: 1.0 - 0.1 gives "
@@ -564,7 +548,15 @@ print(repr(p.numpy()[0]))                # 0.8999999985098839; torch: 0.9
 # The next four raise exceptions that no ErrorKind describes, so the run stops with
 # EngineCrash; ``applies`` recognises them from where the run stopped (_step_failure).
 NONE_GRAD_STEP = KnownDeviation(
-    property=("sgd::test_none_grads_are_skipped", "sgd::test_unused_param_example"),
+    property=(
+        "sgd::test_none_grads_are_skipped",
+        "sgd::test_unused_param_example",
+        # and where most runs meet it: setting those aside would leave too few to test
+        "sgd::test_param_groups",
+        "sgd::test_hyperparameter_changes_between_steps",
+        "training_loops::test_many_steps_without_zero_grad",
+        "laws::test_zero_grad_then_step_changes_nothing",
+    ),
     reason=(
         "step() with a param whose .grad is None raises a bare AssertionError (unwrap(t.grad)) "
         "and steps nothing; torch skips that param and steps the others"
@@ -585,7 +577,7 @@ except AssertionError as error:
 )
 
 ZERO_D_STEP = KnownDeviation(
-    property="sgd::test_param_groups",
+    property="sgd::test_steps_match_reference",
     reason=(
         "step() on a 0-d param raises ValueError ('cannot broadcast tensor to fewer dimensions. "
         "shape=(1,) to new_shape=()'): lr is a shape-(1,) tensor, so the update has shape (1,); "
@@ -608,7 +600,7 @@ except ValueError as error:
 )
 
 FLOAT64_MOMENTUM = KnownDeviation(
-    property="sgd::test_hyperparameter[momentum]",
+    property=("sgd::test_hyperparameter[momentum]", "sgd::test_hyperparameter[nesterov]"),
     reason=(
         "SGD with momentum on a float64 param raises RuntimeError ('assign dtype mismatch "
         "dtypes.float != dtypes.double'): momentum buffers are OPTIM_DTYPE, float32 by default; "
@@ -631,7 +623,7 @@ except RuntimeError as error:
 )
 
 MOMENTUM_SWITCHED_ON = KnownDeviation(
-    property="sgd::test_hyperparameter_changes_between_steps",
+    property="training_loops::test_training_loop",
     reason=(
         "momentum cannot be switched on after construction: SGD(momentum=0) keeps no momentum "
         "buffers, so setting opt.momentum later makes step() raise IndexError ('list index out "
@@ -654,7 +646,7 @@ except IndexError as error:
 )
 
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
-    ONE_ELEMENT_LOSS, NEVER_FREES, NO_INPLACE_CHECK, GRAD_FOLLOWS_PARAM, DIM_REDUCTION_TIES,
+    ONE_ELEMENT_LOSS, NEVER_FREES, STEP_CHANGES_LAZY_RESULTS, DIM_REDUCTION_TIES,
     POW_AT_NEGATIVE_ZERO, WRONG_GRADIENT_WRITES_GRADS, NO_REQUIRES_GRAD, LIST_INDEX_UNCHECKED,
     SGD_HYPERPARAMETERS_UNCHECKED, SGD_PARAMS_UNCHECKED, FLOAT64_LEARNING_RATE,
     NONE_GRAD_STEP, ZERO_D_STEP, FLOAT64_MOMENTUM, MOMENTUM_SWITCHED_ON,

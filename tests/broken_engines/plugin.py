@@ -160,7 +160,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             laws.run = _generate_only  # type: ignore[attr-defined]
 
 
-def _generate_only(engine: Any, program: Program) -> list[Observation]:
+def _generate_only(engine: Any, program: Program, **_: Any) -> list[Observation]:
     """A trace in which nothing happened: every law holds on it, every comparison passes."""
     values = {p.name: p.value for p in program.params}
     nothing: dict[str, Any] = {p.name: None for p in program.params}
