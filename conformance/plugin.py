@@ -167,6 +167,14 @@ def deviations_by_property(engine: Engine) -> dict[str, KnownDeviation]:
                     "one deviation that states both"
                 )
             by_property[pid] = deviation
+    for pid, deviation in by_property.items():
+        whole = by_property.get(pid.split("[")[0]) if "[" in pid else None
+        if whole is not None and whole is not deviation:
+            raise pytest.UsageError(
+                f"engine {engine.name!r}: known deviations name both {pid.split('[')[0]!r} "
+                f"({whole.reason!r}) and its case {pid!r} ({deviation.reason!r}); name the "
+                "cases separately, or the whole property once"
+            )
     return by_property
 
 

@@ -125,6 +125,21 @@ def test_property_named_by_two_deviations_is_a_usage_error(engines: Path) -> Non
     assert "two known deviations name 'sgd::test_param_groups'" in result.stderr
 
 
+def test_a_property_and_one_of_its_cases_named_by_two_deviations_is_a_usage_error() -> None:
+    from conformance.adapter import KnownDeviation
+    from conformance.plugin import deviations_by_property
+
+    class Engine:
+        name = "overlapping"
+        known_deviations = (
+            KnownDeviation(property="sgd::test_hyperparameter", reason="A"),
+            KnownDeviation(property="sgd::test_hyperparameter[momentum]", reason="B"),
+        )
+
+    with pytest.raises(pytest.UsageError, match=r"'sgd::test_hyperparameter\[momentum\]'"):
+        deviations_by_property(Engine())  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("bad", ["test_param_groups", (), ("sgd::ok", 3)])
 def test_malformed_deviation_property_names_the_value(bad: object) -> None:
     from conformance.adapter import KnownDeviation
