@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 
 from conformance.adapter import KnownDeviation
-from conformance.program import MakeSGD
+from conformance.program import Backward, Forward, MakeSGD, Step
 from conformance.torchlike import TorchLikeEngine
 
 
@@ -67,6 +67,67 @@ for foreach in (False, True):
 )
 
 
+def _crashed_at_step(program: Any, trace: Any) -> bool:
+    crashed = len(trace) <= len(program.instructions)
+    return crashed and isinstance(program.instructions[len(trace) - 1], Step)
+
+
+FUSED_LATE_MOMENTUM_BUFFER = KnownDeviation(
+    property="sgd::test_hyperparameter[momentum]",
+    reason=(
+        "SGD(fused=True, momentum>0) raises TypeError ('expected Tensor as element 1 in argument "
+        "2, but got NoneType') at step() when a param gets its first grad after other params of "
+        "its group already have momentum buffers, and the params before it are already stepped; "
+        "the single-tensor loop creates the late param's buffer from its grad"
+    ),
+    evidence="""\
+import torch
+p0 = torch.tensor(0.0, requires_grad=True); p1 = torch.tensor(0.0, requires_grad=True)
+opt = torch.optim.SGD([p0, p1], lr=0.1, momentum=0.9, fused=True)
+p0.sum().backward(); opt.step(); opt.zero_grad()   # only p0 has a grad, and a buffer
+(p0.sum() + p1.abs().sum()).backward()
+opt.step()   # TypeError: expected Tensor as element 1 in argument 2, but got NoneType
+# foreach=False: p0 = -0.29, p1 = 0.0 (abs'(0) = 0, so p1's first buffer is 0)
+""",
+    applies=_crashed_at_step,
+)
+
+
+def _backward_after_step_through_an_older_graph(program: Any, trace: Any) -> bool:
+    built: dict[str, int] = {}
+    last_step = -1
+    for index, instruction in enumerate(program.instructions):
+        if isinstance(instruction, Forward):
+            built[instruction.loss] = index
+        elif isinstance(instruction, Step):
+            last_step = index
+        elif isinstance(instruction, Backward) and built.get(instruction.loss, last_step) < last_step:
+            return True
+    return False
+
+
+FUSED_STEP_KEEPS_VERSION = KnownDeviation(
+    property="retain_graph::test_step_between_backwards",
+    reason=(
+        "SGD(fused=True).step() updates params without bumping their version counter, so a "
+        "backward through a graph retained from before the step silently uses the stepped "
+        "values where the single-tensor loop raises 'one of the variables needed for gradient "
+        "computation has been modified by an inplace operation'"
+    ),
+    evidence="""\
+import torch
+p0 = torch.tensor(0.5, requires_grad=True)
+opt = torch.optim.SGD([p0], lr=0.1, fused=True)
+loss = p0.abs().sum()              # abs saves p0
+loss.backward(retain_graph=True)
+opt.step()
+print(p0._version)                 # 0; foreach=False: 1
+loss.backward()                    # no error, p0.grad == 2.0; foreach=False: RuntimeError
+""",
+    applies=_backward_after_step_through_an_older_graph,
+)
+
+
 class TorchEngine(TorchLikeEngine):
     """torch on the CPU, SGD's single-tensor loop (``foreach=False``)."""
 
@@ -92,3 +153,8 @@ class TorchFusedEngine(TorchEngine):
 
     name = "torch-fused"
     sgd_options: ClassVar[Mapping[str, Any]] = {"fused": True}
+    known_deviations: ClassVar[Sequence[KnownDeviation]] = (
+        GRADS_SHARE_MEMORY,
+        FUSED_LATE_MOMENTUM_BUFFER,
+        FUSED_STEP_KEEPS_VERSION,
+    )
