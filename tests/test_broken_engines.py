@@ -75,6 +75,41 @@ def test_control_passes(spec: str, tmp_path: Path) -> None:
     assert outcomes.get("passed"), f"control {spec} passed nothing.\n{_explain(result)}"
 
 
+# One broken engine per property module that this module, run alone, must catch: every module
+# can fail (issue 3), not only the ones that happen to come first in the suite's order.
+CAUGHT_BY_MODULE = {
+    "accumulation": "accumulation:OverwritesGrad",
+    "backward_errors": "backward_errors:BroadcastsGradientArgument",
+    "conventions": "conventions:MaxTiesAllToFirst",
+    "indexing": "indexing:NegativeIndexWrappedByDim0",
+    "laws": "sgd:MaximizeNegatesOnlyTheUpdate",
+    "retain_graph": "retain_graph:NeverFreesGraph",
+    "sgd": "sgd:NesterovUsesStaleBuffer",
+    "training_loops": "accumulation:AliasesFirstContribution",
+    "zero_grad": "zero_grad:ZeroGradAlwaysZeroes",
+}
+MODULES = sorted(path.stem.removeprefix("test_")
+                 for path in (ROOT / "conformance" / "properties").glob("test_*.py"))
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_each_property_module_catches_a_broken_engine(module: str, tmp_path: Path) -> None:
+    assert module in CAUGHT_BY_MODULE, f"no broken engine is assigned to property module {module}"
+    spec = f"{PACKAGE}.{CAUGHT_BY_MODULE[module]}"
+    command = [
+        sys.executable, "-m", "pytest", "--pyargs", f"conformance.properties.test_{module}",
+        "--engine", spec, "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q",
+        "--no-header", "-x", "--hypothesis-profile=catalogue",
+        f"--catalogue-report={tmp_path / 'report.json'}", *EXTRA_ARGS,
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                            timeout=TIMEOUT_S, check=False)
+    record = json.loads((tmp_path / "report.json").read_text())
+    failed = record["outcomes"].get("failed", [])
+    assert failed, f"test_{module} alone did not catch {spec}.\n{_explain(result)}"
+    assert all(f"test_{module}.py" in nodeid for nodeid in failed), failed
+
+
 def test_catalogue_covers_every_semantic() -> None:
     """At least one broken engine aims at each property module, and there are 25 or more."""
     broken = [entry for entry in ENTRIES if not entry.control]
