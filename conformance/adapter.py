@@ -111,6 +111,11 @@ class KnownDeviation:
         """The property ids this deviation names (its witnesses)."""
         return (self.property,) if isinstance(self.property, str) else tuple(self.property)
 
+    def witnessed_by(self, property_id: str) -> bool:
+        """Whether ``property_id`` (``"sgd::test_hyperparameter[nesterov]"``) is a witness: it
+        is named, or the whole parametrized property is."""
+        return property_id in self.properties or property_id.split("[")[0] in self.properties
+
 
 class Engine(abc.ABC):
     """The protocol every engine under test implements.

@@ -113,9 +113,7 @@ class _Machine:
         if observation.error is not None:
             return
         for name, param in self.params.items():
-            value = observation.values.get(name)
-            if value is not None:
-                self.engine.follow(param, value)  # type: ignore[attr-defined]
+            self.engine.follow(param, observation.values[name])  # type: ignore[attr-defined]
 
     def observe(self, index: int, label: str, error: ErrorKind | None) -> Observation:
         values: dict[str, np.ndarray] = {}
@@ -179,4 +177,13 @@ def run(
         if follow is not None and isinstance(instruction, Step) and error is None:
             machine.follow(follow[index])
     return trace
+
+
+def crashed_at(program: Program, trace: list[Observation]) -> Instruction | None:
+    """The instruction a run crashed at (:class:`EngineCrash` carries the partial trace), or
+    None for a run that finished: a finished run has one observation per instruction, plus
+    the start."""
+    if len(trace) > len(program.instructions):
+        return None
+    return program.instructions[len(trace) - 1]
 

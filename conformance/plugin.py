@@ -145,9 +145,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     item.add_marker(pytest.mark.skip(
                         reason=f"unsupported by {engine.name}: {feature} ({unsupported[feature]})"
                     ))
-        deviation = deviations.get(_full_id(item, pid)) or deviations.get(pid)
-        if deviation is not None:
-            matched.add(_full_id(item, pid) if _full_id(item, pid) in deviations else pid)
+        named = next((key for key in (_full_id(item, pid), pid) if key in deviations), None)
+        if named is not None:
+            deviation = deviations[named]
+            matched.add(named)
             item.add_marker(pytest.mark.xfail(
                 strict=True, reason=f"known deviation of {engine.name}: {deviation.reason}"
             ))

@@ -159,7 +159,6 @@ def programs(
             raise InvalidArgument(f"unknown action {action!r}; known: {', '.join(known)}")
     if not capabilities.supports("set_hyperparameter") and "set_hyperparameter" in chosen_actions:
         chosen_actions.remove("set_hyperparameter")
-    op_set = capabilities.ops if ops is None else capabilities.ops & set(ops)
     drawn_params = draw(params(capabilities, min_size=min_params, max_size=max_params))
     names = [p.name for p in drawn_params]
     make = draw(param_groups(capabilities, names))
@@ -171,9 +170,8 @@ def programs(
         if action == "backward_again" and not losses:
             action = "forward_backward"
         if action == "forward_backward":
-            info = draw(forwards(loss=f"loss{len(losses)}", params=drawn_params, ops=op_set,
-                                 masks=capabilities.bool_masks,
-                                 max_ops=max_ops))
+            info = draw(graphs(capabilities, loss=f"loss{len(losses)}", params=drawn_params,
+                               ops=ops, max_ops=max_ops))
             losses.append(info)
             instructions.append(info.forward)
             instructions.append(Backward(info.forward.loss, draw(_retain())))

@@ -61,16 +61,14 @@ print(a.grad, b.grad)  # tensor(3.) tensor(3.), not tensor(2.) tensor(2.)
 
 # An example of a deviation that makes the engine *crash* (raise something classify() does not
 # map), scoped to the runs where it happens. With a crash, `trace` stops before the crashing
-# instruction, which is program.instructions[len(trace) - 1]; a run that completed has one
-# observation more than it has instructions.
+# instruction; conformance.interpret.crashed_at(program, trace) names that instruction (None
+# for a run that completed).
 #
+# from conformance.interpret import crashed_at
 # from conformance.program import MakeSGD
 #
 # def _crashes_on_nesterov(program, trace):
-#     crashed = len(trace) <= len(program.instructions)
-#     if not crashed:
-#         return False
-#     instruction = program.instructions[len(trace) - 1]
+#     instruction = crashed_at(program, trace)
 #     return isinstance(instruction, MakeSGD) and bool(instruction.defaults.get("nesterov"))
 #
 # NESTEROV_CRASH = KnownDeviation(

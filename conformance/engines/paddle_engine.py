@@ -34,6 +34,7 @@ import numpy as np
 
 from conformance.adapter import Capabilities, Engine, KnownDeviation
 from conformance.errors import ErrorKind
+from conformance.interpret import crashed_at as _crashed_at
 from conformance.program import Backward, Const, Forward, MakeSGD, Ref, Step
 
 Impl = Callable[[Sequence[Any], Mapping[str, Any]], Any]
@@ -236,24 +237,11 @@ def _attempted(program: Any, trace: Any) -> tuple[Any, ...]:
     return tuple(program.instructions[: len(trace)])
 
 
-def _crashed_at(program: Any, trace: Any) -> Any | None:
-    """The instruction the run crashed at, or None for a run that finished."""
-    if len(trace) > len(program.instructions):
-        return None
-    return program.instructions[len(trace) - 1]
-
-
-_last_reference: list[Any] = []
-
-
 def _reference_trace(program: Any) -> Any:
-    """The reference's trace of ``program`` (the suite runs it too; this keeps the last one)."""
-    from conformance.interpret import run
-    from conformance.runner import reference_engine
+    """The reference's trace of ``program``: the one the suite compares with."""
+    from conformance.runner import reference_trace
 
-    if not _last_reference or _last_reference[0] is not program:
-        _last_reference[:] = [program, run(reference_engine(), program)]
-    return _last_reference[1]
+    return reference_trace(program)
 
 
 def _first_divergence_at(kind: ErrorKind) -> Predicate:

@@ -129,17 +129,11 @@ ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
 # --- findings: what tinygrad does differently from torch ---------------------------------------
 # Each finding is one KnownDeviation naming its witnesses. Every ``applies`` also sees runs that
 # crashed (EngineCrash): there the trace stops before the crashing instruction.
-_last_reference: list[Any] = [None, None]
-
-
 def _reference_trace(program: Program) -> Trace:
-    """The reference's trace of ``program`` (cached for the program last asked about)."""
-    if _last_reference[0] is not program:
-        from conformance.interpret import run
-        from conformance.runner import reference_engine
+    """The reference's trace of ``program``: the one the suite compares with."""
+    from conformance.runner import reference_trace
 
-        _last_reference[:] = [program, run(reference_engine(), program)]
-    return _last_reference[1]
+    return reference_trace(program)
 
 
 def _missed(*kinds: ErrorKind) -> Callable[[Program, Trace], bool]:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 
 from conformance.adapter import KnownDeviation
+from conformance.interpret import crashed_at
 from conformance.program import Backward, Forward, MakeSGD, Step
 from conformance.torchlike import TorchLikeEngine
 
@@ -68,8 +69,7 @@ for foreach in (False, True):
 
 
 def _crashed_at_step(program: Any, trace: Any) -> bool:
-    crashed = len(trace) <= len(program.instructions)
-    return crashed and isinstance(program.instructions[len(trace) - 1], Step)
+    return isinstance(crashed_at(program, trace), Step)
 
 
 FUSED_LATE_MOMENTUM_BUFFER = KnownDeviation(
