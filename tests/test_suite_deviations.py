@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 ENGINES = '''
+import os
 from typing import Any, ClassVar
 from conformance.adapter import KnownDeviation
 from conformance.engines.torch_engines import TorchEngine
@@ -55,6 +56,32 @@ class CrashUnscoped(CrashesOnNoneGrad):
     ),)
 
 
+class CountsCrashes(CrashUnscoped):
+    """Appends a line to $CRASH_LOG each time its step() raises."""
+
+    name = "counts-crashes"
+
+    def step(self, optimizer: Any) -> None:
+        try:
+            super().step(optimizer)
+        except KeyError:
+            with open(os.environ["CRASH_LOG"], "a") as log:
+                log.write("crash\\n")
+            raise
+
+
+class SetsEverythingAside(TorchEngine):
+    """A scoped deviation that applies to every run, and a second property claimed as a
+    deviation: that property can only fail on Hypothesis's health check, never on a check."""
+
+    name = "sets-everything-aside"
+    known_deviations: ClassVar = (
+        KnownDeviation(property="sgd::test_steps_match_reference", reason="everywhere",
+                       applies=lambda program, trace: True),
+        KnownDeviation(property="sgd::test_param_groups", reason="claimed, not witnessed"),
+    )
+
+
 class StaleDeviation(TorchEngine):
     name = "stale"
     known_deviations: ClassVar = (
@@ -82,11 +109,12 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _suite(folder: Path, engine: str, select: str) -> subprocess.CompletedProcess[str]:
+def _suite(folder: Path, engine: str, select: str, *options: str,
+           **environ: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "pytest", "--pyargs", "conformance",
                "--engine", f"deviating:{engine}", "-k", select, "-p", "no:cacheprovider",
-               "-q", "-rA", "--hypothesis-profile=ci"]
-    env = {**os.environ, "PYTHONPATH": str(folder)}
+               "-q", "-rA", "--hypothesis-profile=ci", *options]
+    env = {**os.environ, "PYTHONPATH": str(folder), **environ}
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env,
                           timeout=300, check=False)
 
@@ -108,6 +136,32 @@ def test_unscoped_crash_fails_every_other_property(engines: Path) -> None:
     assert result.returncode == 1, out[-3000:]
     assert "FAILED conformance/properties/test_sgd.py::test_steps_match_reference" in out, out
     assert "raised an exception its adapter does not classify" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("runxfail", [False, True])
+def test_a_witness_stops_at_its_first_failure(engines: Path, tmp_path: Path,
+                                              runxfail: bool) -> None:
+    """A witness's counterexample is never shown, so it is not shrunk: the engine fails once
+    when Hypothesis finds the example and once when it replays it. ``--runxfail`` shows the
+    deviation, so it shrinks as usual (many more failing runs)."""
+    log = tmp_path / "crashes.log"
+    result = _suite(engines, "CountsCrashes", "test_none_grads_are_skipped",
+                    *(["--runxfail"] if runxfail else []), CRASH_LOG=str(log))
+    crashes = len(log.read_text().splitlines())
+    if runxfail:
+        assert result.returncode == 1, result.stdout[-3000:]
+        assert crashes > 2, result.stdout[-3000:]
+    else:
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert crashes == 2, result.stdout[-3000:]
+
+
+def test_a_witness_failing_only_a_health_check_is_not_a_known_deviation(engines: Path) -> None:
+    result = _suite(engines, "SetsEverythingAside", "test_param_groups")
+    out = result.stdout
+    assert result.returncode == 1, out[-3000:]
+    assert "FAILED conformance/properties/test_sgd.py::test_param_groups" in out, out[-3000:]
+    assert "FailedHealthCheck" in out, out[-3000:]
 
 
 def test_stale_and_fixed_deviations_are_reported(engines: Path) -> None:
