@@ -4,6 +4,10 @@ The others live next to the engines they anchor: :class:`.accumulation.HandAccum
 :class:`.ops.CustomOps`, :class:`.sgd.HandWrittenSGD`. A broken engine differs from its
 family's control by one overridden method, so when the control passes and the broken engine
 fails, the bug — not the scaffolding — is what the suite caught.
+
+torch's multi-tensor SGD (``foreach=True``), which rounds differently from the single-tensor
+loop, was a control here too; it is the built-in ``torch-foreach`` engine, which CI runs on
+its own.
 """
 
 from __future__ import annotations
@@ -12,17 +16,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from conformance.engines.reference_engine import ReferenceEngine
-from conformance.engines.torch_engines import TorchForeachEngine
-
-
-class TorchForeachSGD(TorchForeachEngine):
-    """CONTROL: torch's multi-tensor SGD (``foreach=True``), which rounds differently from the
-    single-tensor loop (torch-semantics.md §7) but follows the same algorithm; with the
-    registry's ``torch-foreach`` known deviations (nesterov writes into ``p.grad``)."""
-
-    name = "torch-foreach-sgd"
-    control: ClassVar[bool] = True
-    catches_in: ClassVar[tuple[str, ...]] = ()
 
 
 class ReferenceViaFunctions(ReferenceEngine):
