@@ -66,8 +66,7 @@ def test_baseline_that_is_not_a_report_is_named(tmp_path):
     assert f"cannot read baseline '{bogus}'" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["README.md", ".ci/run"])
-def test_readme_commands_are_what_ci_runs(name):
+def test_readme_commands_are_what_ci_runs():
     readme = (ROOT / "README.md").read_text().split("```sh\n", 1)[1].split("```", 1)[0]
     commands = [line for line in readme.splitlines() if line.strip()]
     assert len(commands) == 2
@@ -80,3 +79,16 @@ def test_torch_is_pinned_everywhere():
     assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text().splitlines()
     assert "-c {tox_root}/constraints.txt" in (ROOT / "tox.ini").read_text()
     assert "-c constraints.txt" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize(("engine", "package"), [
+    ("torch", "torch"), ("torch-foreach", "torch"), ("torch-fused", "torch"),
+    ("tinygrad", "tinygrad"), ("paddle", "paddlepaddle"),
+])
+def test_ci_pins_the_version_each_committed_report_was_made_on(engine, package):
+    """CI runs each engine at the version constraints.txt pins, with the known deviations that
+    were found on it: bumping a pin without re-running the engine's report fails here."""
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+    report = json.loads((ROOT / "docs" / "reports" / f"{engine}.json").read_text())
+    assert report["engine_version"].split()[0].split("+")[0].rstrip(",") == pins[package], report
