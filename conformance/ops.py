@@ -7,6 +7,7 @@ parameters are plain Python values (ints, bools, tuples, index tuples). Adapters
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,3 +122,15 @@ OPS: dict[str, OpInfo] = {
 }
 
 ALL_OPS: frozenset[str] = frozenset(OPS)
+
+PYTHON_OPERATORS: Mapping[str, Callable[..., Any]] = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "div": operator.truediv,
+    "pow": operator.pow,
+    "matmul": operator.matmul,
+    "neg": operator.neg,
+}
+"""The ops a tensor library spells with Python's operators (``a + b``, ``-a``), as functions of
+the operands. Adapters apply them this way, so that a Python float works on either side."""

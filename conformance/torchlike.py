@@ -17,6 +17,7 @@ import numpy as np
 
 from conformance.adapter import Engine
 from conformance.errors import ErrorKind
+from conformance.ops import PYTHON_OPERATORS
 
 # Substrings of torch's own messages (torch-semantics.md), each naming one category.
 TORCH_ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
@@ -52,15 +53,12 @@ def _method(method: str) -> Impl:
     return lambda m, a, p: getattr(a[0], method)()
 
 
-# Binary ops go through Python operators so that a Python float works on either side.
+def _operator(function: Callable[..., Any]) -> Impl:
+    return lambda m, a, p: function(*a)
+
+
 TORCH_LIKE_OPS: dict[str, Impl] = {
-    "add": lambda m, a, p: a[0] + a[1],
-    "sub": lambda m, a, p: a[0] - a[1],
-    "mul": lambda m, a, p: a[0] * a[1],
-    "div": lambda m, a, p: a[0] / a[1],
-    "pow": lambda m, a, p: a[0] ** a[1],
-    "matmul": lambda m, a, p: a[0] @ a[1],
-    "neg": lambda m, a, p: -a[0],
+    **{op: _operator(function) for op, function in PYTHON_OPERATORS.items()},
     "exp": _method("exp"),
     "log": _method("log"),
     "sqrt": _method("sqrt"),

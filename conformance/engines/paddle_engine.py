@@ -35,6 +35,7 @@ import numpy as np
 from conformance.adapter import Capabilities, Engine, KnownDeviation
 from conformance.errors import ErrorKind
 from conformance.interpret import crashed_at as _crashed_at
+from conformance.ops import PYTHON_OPERATORS
 from conformance.program import Backward, Const, Forward, MakeSGD, Ref, Step
 
 Impl = Callable[[Sequence[Any], Mapping[str, Any]], Any]
@@ -162,16 +163,13 @@ def _dims_consumed(part: Any) -> int:
     return part.ndim if isinstance(part, np.ndarray) else 1
 
 
-# Binary ops go through Python operators so that a Python float works on either side.
+def _operator(function: Callable[..., Any]) -> Impl:
+    return lambda a, p: function(*a)
+
+
 # Paddle's max(x, axis) returns the values only: that is torch's max(dim).values.
 OPS: dict[str, Impl] = {
-    "add": lambda a, p: a[0] + a[1],
-    "sub": lambda a, p: a[0] - a[1],
-    "mul": lambda a, p: a[0] * a[1],
-    "div": lambda a, p: a[0] / a[1],
-    "pow": lambda a, p: a[0] ** a[1],
-    "matmul": lambda a, p: a[0] @ a[1],
-    "neg": lambda a, p: -a[0],
+    **{op: _operator(function) for op, function in PYTHON_OPERATORS.items()},
     "exp": _function("exp"),
     "log": _function("log"),
     "sqrt": _function("sqrt"),

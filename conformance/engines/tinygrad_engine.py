@@ -32,6 +32,7 @@ import numpy as np
 from conformance.adapter import Capabilities, Engine, KnownDeviation
 from conformance.compare import array_mismatch, program_tolerance
 from conformance.errors import ErrorKind
+from conformance.ops import PYTHON_OPERATORS
 from conformance.program import Backward, Forward, MakeSGD, Program, SetHyperparameter, Step
 
 Impl = Callable[[Sequence[Any], Mapping[str, Any]], Any]
@@ -65,16 +66,13 @@ def _where(a: Sequence[Any], p: Mapping[str, Any]) -> Any:
     return Tensor(p["cond"]).where(a[0], a[1])
 
 
-# Binary ops go through Python operators so that a Python float works on either side.
+def _operator(function: Callable[..., Any]) -> Impl:
+    return lambda a, p: function(*a)
+
+
 # tinygrad's max(axis)/min(axis) return the values only: that is max_dim/min_dim's ``.values``.
 OPS: dict[str, Impl] = {
-    "add": lambda a, p: a[0] + a[1],
-    "sub": lambda a, p: a[0] - a[1],
-    "mul": lambda a, p: a[0] * a[1],
-    "div": lambda a, p: a[0] / a[1],
-    "pow": lambda a, p: a[0] ** a[1],
-    "matmul": lambda a, p: a[0] @ a[1],
-    "neg": lambda a, p: -a[0],
+    **{op: _operator(function) for op, function in PYTHON_OPERATORS.items()},
     "exp": _method("exp"),
     "log": _method("log"),
     "sqrt": _method("sqrt"),
