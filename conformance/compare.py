@@ -116,19 +116,33 @@ def assert_same_trace(
 ) -> None:
     """Raise :class:`Divergence` at the first observation where the engine differs."""
     __tracebackhide__ = True
+    found = first_divergence(program, actual, expected)
+    if found is None:
+        return
+    _, want, problems = found
+    raised = [o.index for o in (*actual, *expected) if o.error is not None]
+    raise Divergence(
+        f"engine {engine_name!r} diverged from the reference after instruction "
+        f"[{want.index}] {want.label}:\n  - "
+        + "\n  - ".join(problem.replace("\n", "\n    ") for problem in problems)
+        + "\n\nReproduce with this torch script; it prints the state after each "
+        "instruction (torch's output is the expected one):\n\n"
+        + program.to_script(guarded=sorted(set(raised)))
+    )
+
+
+def first_divergence(
+    program: Program, actual: Sequence[Observation], expected: Sequence[Observation]
+) -> tuple[Observation, Observation, list[str]] | None:
+    """The first (engine, reference) observations that differ, with every way they differ, at
+    the program's tolerance; None where the traces agree as far as both go. A known
+    deviation's ``applies`` can ask it about ``(trace, runner.reference_trace(program))``."""
     tolerance = program_tolerance(program)
     for got, want in zip(actual, expected, strict=False):
         problems = observation_mismatches(got, want, tolerance=tolerance)
         if problems:
-            raised = [o.index for o in (*actual, *expected) if o.error is not None]
-            raise Divergence(
-                f"engine {engine_name!r} diverged from the reference after instruction "
-                f"[{want.index}] {want.label}:\n  - "
-                + "\n  - ".join(problem.replace("\n", "\n    ") for problem in problems)
-                + "\n\nReproduce with this torch script; it prints the state after each "
-                "instruction (torch's output is the expected one):\n\n"
-                + program.to_script(guarded=sorted(set(raised)))
-            )
+            return got, want, problems
+    return None
 
 
 def _error(observation: Observation) -> str:

@@ -100,7 +100,8 @@ def property_id(item: pytest.Item) -> str | None:
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """Record how many programs the property ran on the engine (for reports and JUnit XML);
     run a known deviation's witness without shrinking."""
-    if property_id(item) is None:
+    pid = property_id(item)
+    if pid is None:
         return (yield)
     from conformance.interpret import RUNS
     from conformance.report import EXAMPLES_PROPERTY
@@ -108,7 +109,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 
     key = id(engine_of(item.config))
     before = RUNS[key]
-    token = CURRENT_PROPERTY.set(_full_id(item, property_id(item) or ""))
+    token = CURRENT_PROPERTY.set(_full_id(item, pid))
     restore = _stop_at_first_failure(item)
     try:
         return (yield)

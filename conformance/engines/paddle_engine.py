@@ -33,10 +33,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from conformance.adapter import Capabilities, Engine, KnownDeviation
+from conformance.compare import first_divergence
 from conformance.errors import ErrorKind
 from conformance.interpret import crashed_at as _crashed_at
 from conformance.ops import PYTHON_OPERATORS
 from conformance.program import Backward, Const, Forward, MakeSGD, Ref, Step
+from conformance.runner import reference_trace
 
 Impl = Callable[[Sequence[Any], Mapping[str, Any]], Any]
 
@@ -235,25 +237,13 @@ def _attempted(program: Any, trace: Any) -> tuple[Any, ...]:
     return tuple(program.instructions[: len(trace)])
 
 
-def _reference_trace(program: Any) -> Any:
-    """The reference's trace of ``program``: the one the suite compares with."""
-    from conformance.runner import reference_trace
-
-    return reference_trace(program)
-
-
 def _first_divergence_at(kind: ErrorKind) -> Predicate:
     """Runs whose first difference from the reference is at an instruction where Paddle
     raised ``kind`` (whether or not the reference raised too)."""
 
     def applies(program: Any, trace: Any) -> bool:
-        from conformance.compare import observation_mismatches, program_tolerance
-
-        tolerance = program_tolerance(program)
-        for got, want in zip(trace, _reference_trace(program), strict=False):
-            if observation_mismatches(got, want, tolerance=tolerance):
-                return got.error is kind
-        return False
+        found = first_divergence(program, trace, reference_trace(program))
+        return found is not None and found[0].error is kind
 
     return applies
 
@@ -262,7 +252,7 @@ def _missed(kind: ErrorKind) -> Predicate:
     """Runs where the reference raised ``kind`` and Paddle went on without an error."""
 
     def applies(program: Any, trace: Any) -> bool:
-        pairs = zip(trace, _reference_trace(program), strict=False)
+        pairs = zip(trace, reference_trace(program), strict=False)
         return any(got.error is None and want.error is kind for got, want in pairs)
 
     return applies

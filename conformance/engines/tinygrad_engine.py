@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from conformance.adapter import Capabilities, Engine, KnownDeviation
-from conformance.compare import array_mismatch, program_tolerance
+from conformance.compare import array_mismatch, first_divergence, program_tolerance
 from conformance.errors import ErrorKind
 from conformance.ops import PYTHON_OPERATORS
 from conformance.program import Backward, Forward, MakeSGD, Program, SetHyperparameter, Step
+from conformance.runner import reference_trace
 
 Impl = Callable[[Sequence[Any], Mapping[str, Any]], Any]
 Trace = Sequence[Any]  # list[conformance.interpret.Observation]
@@ -127,18 +128,11 @@ ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
 # --- findings: what tinygrad does differently from torch ---------------------------------------
 # Each finding is one KnownDeviation naming its witnesses. Every ``applies`` also sees runs that
 # crashed (EngineCrash): there the trace stops before the crashing instruction.
-def _reference_trace(program: Program) -> Trace:
-    """The reference's trace of ``program``: the one the suite compares with."""
-    from conformance.runner import reference_trace
-
-    return reference_trace(program)
-
-
 def _missed(*kinds: ErrorKind) -> Callable[[Program, Trace], bool]:
     """Runs where the reference raised one of ``kinds`` and tinygrad went on without an error."""
 
     def predicate(program: Program, trace: Trace) -> bool:
-        pairs = zip(trace, _reference_trace(program), strict=False)
+        pairs = zip(trace, reference_trace(program), strict=False)
         return any(o.error is None and r.error in kinds for o, r in pairs)
 
     return predicate
@@ -148,7 +142,7 @@ def _raised_alone(kind: ErrorKind) -> Callable[[Program, Trace], bool]:
     """Runs where tinygrad raised ``kind`` and the reference did not raise."""
 
     def predicate(program: Program, trace: Trace) -> bool:
-        pairs = zip(trace, _reference_trace(program), strict=False)
+        pairs = zip(trace, reference_trace(program), strict=False)
         return any(o.error is kind and r.error is None for o, r in pairs)
 
     return predicate
@@ -164,13 +158,8 @@ def _uses(ops: Collection[str], program: Program) -> bool:
 
 def _first_divergence(program: Program, trace: Trace) -> tuple[Any, Any] | None:
     """The first (engine, reference) observations that differ, or None."""
-    from conformance.compare import observation_mismatches
-
-    tolerance = program_tolerance(program)
-    for got, want in zip(trace, _reference_trace(program), strict=False):
-        if observation_mismatches(got, want, tolerance=tolerance):
-            return got, want
-    return None
+    found = first_divergence(program, trace, reference_trace(program))
+    return None if found is None else found[:2]
 
 
 def _instruction(program: Program, observation: Any) -> Any:
@@ -203,11 +192,11 @@ def _nonfinite_grad_differs(op: str) -> Callable[[Program, Trace], bool]:
         got, want = first
         if not isinstance(_instruction(program, got), Backward) or got.error or want.error:
             return False
+        tolerance = program_tolerance(program)
         whys = [
             why for name, grad in want.grads.items()
             if grad is not None and got.grads[name] is not None
-            and (why := array_mismatch(got.grads[name], grad,
-                                       tolerance=program_tolerance(program))) is not None
+            and (why := array_mismatch(got.grads[name], grad, tolerance=tolerance)) is not None
         ]
         return bool(whys) and all(why.endswith("in different places") for why in whys)
 

@@ -1,0 +1,66 @@
+"""``compare.first_divergence``: what assert_same_trace raises on, and what adapters' ``applies``
+predicates ask about. Traces come from the reference run on drawn programs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from conformance import strategies as cs
+from conformance.compare import first_divergence, program_tolerance
+from conformance.interpret import run
+from conformance.runner import reference_engine
+
+ENGINE = reference_engine()
+PROGRAMS = cs.programs(ENGINE.capabilities, max_instructions=6)
+
+
+def _shifted(observation, name, delta):
+    values = {**observation.values, name: observation.values[name] + delta}
+    return dataclasses.replace(observation, values=values)
+
+
+@settings(max_examples=30, deadline=None)
+@given(program=PROGRAMS)
+def test_a_trace_does_not_diverge_from_itself(program):
+    trace = run(ENGINE, program)
+    assert first_divergence(program, trace, run(ENGINE, program)) is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(program=PROGRAMS, data=st.data())
+def test_the_first_shifted_value_is_where_it_diverges(program, data):
+    trace = run(ENGINE, program)
+    at = data.draw(st.integers(0, len(trace) - 1), label="observation")
+    name = data.draw(st.sampled_from(sorted(trace[at].values)), label="param")
+    value = trace[at].values[name]
+    assume(value.size and np.all(np.isfinite(value)))  # a shift moves no infinity
+    # 1000 tolerances beyond the value's scale: a difference no dtype's tolerance accepts.
+    scale = max(1.0, float(np.max(np.abs(value), initial=0.0)))
+    delta = np.asarray(1000 * program_tolerance(program) * scale + 1.0, dtype=value.dtype)
+    changed = [*trace[:at], _shifted(trace[at], name, delta), *trace[at + 1:]]
+
+    found = first_divergence(program, changed, trace)
+
+    assert found is not None
+    got, want, problems = found
+    assert (got.index, want.index) == (trace[at].index, trace[at].index)
+    assert any(problem.startswith(f"{name}: ") for problem in problems), problems
+
+
+@settings(max_examples=30, deadline=None)
+@given(program=PROGRAMS)
+def test_a_difference_within_the_tolerance_is_no_divergence(program):
+    trace = run(ENGINE, program)
+    last = trace[-1]
+    name = sorted(last.values)[0]
+    value = last.values[name]
+    assume(value.size and np.all(np.isfinite(value)))  # a shift moves no infinity
+    tolerance = program_tolerance(program)
+    scale = max(1.0, float(np.max(np.abs(value), initial=0.0)))
+    delta = np.asarray(tolerance * scale / 4, dtype=value.dtype)
+    changed = [*trace[:-1], _shifted(last, name, delta)]
+    assert first_divergence(program, changed, trace) is None
