@@ -1,8 +1,11 @@
-"""``Optimizer`` and ``SGD``, transcribed from torch/optim (optimizer.py, sgd.py).
+"""``Optimizer``, ``SGD``, ``Adam`` and ``AdamW``, transcribed from torch/optim (optimizer.py,
+sgd.py, adam.py, adamw.py).
 
-SGD is torch's ``_single_tensor_sgd`` loop, written with the same tensor operations in the
-same order so that float results round the same way. torch's foreach and fused kernels are
-variants of this loop; the reference has only the loop.
+SGD and Adam are torch's ``_single_tensor_sgd`` and ``_single_tensor_adam`` loops, written
+with the same tensor operations in the same order so that float results round the same way
+as torch's unfused kernels (``ATEN_CPU_CAPABILITY=default``); with AVX2/AVX512 kernels torch
+fuses the multiply-adds of ``add(alpha=)`` and ``lerp_`` and differs by an ulp here and there.
+torch's foreach and fused kernels are variants of these loops; the reference has only the loops.
 """
 
 from __future__ import annotations
@@ -10,10 +13,14 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from copy import deepcopy
+from itertools import chain
 from typing import Any
 
 from reference._autograd import enable_grad, no_grad
-from reference._dtypes import legacy_type_name
+from reference._creation import tensor, zeros_like
+from reference._dtypes import float32, legacy_type_name
+from reference._functions import maximum
 from reference._tensor import Tensor
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
@@ -141,6 +148,83 @@ class Optimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        """``{"state": ..., "param_groups": ...}`` with params replaced by integer ids.
+
+        Ids count the params in order across groups. Nothing is copied: the per-param state
+        dicts and their tensors are the optimizer's own, and each group is a new dict holding
+        the group's values (torch's ``Optimizer.state_dict``).
+
+        >>> import reference
+        >>> w = reference.tensor([1.0], requires_grad=True)
+        >>> opt = reference.optim.SGD([w], lr=0.1, momentum=0.9)
+        >>> w.grad = reference.tensor([2.0])
+        >>> opt.step()
+        >>> opt.state_dict()["state"]
+        {0: {'momentum_buffer': tensor([2.])}}
+        """
+        ids: dict[int, int] = {}
+        start = 0
+
+        def pack_group(group: dict[str, Any]) -> dict[str, Any]:
+            nonlocal start
+            packed = {key: value for key, value in group.items() if key != "params"}
+            for index, p in enumerate(group["params"], start):
+                ids.setdefault(id(p), index)
+            packed["params"] = [ids[id(p)] for p in group["params"]]
+            start += len(packed["params"])
+            return packed
+
+        param_groups = [pack_group(group) for group in self.param_groups]
+        state = {
+            (ids[id(key)] if isinstance(key, Tensor) else key): value for key, value in self.state.items()
+        }
+        return {"state": state, "param_groups": param_groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take hyperparameters and per-param state from ``state_dict`` (see ``state_dict``).
+
+        Groups are matched by position and must hold as many params as this optimizer's.
+        State tensors are cast to their param's dtype except ``step``; like torch's ``.to``,
+        a cast to the dtype a tensor already has returns that same tensor, so the loaded
+        state shares its tensors with the state dict (and with the optimizer it came from).
+        """
+        state_dict = state_dict.copy()
+        groups = self.param_groups
+        saved_groups = deepcopy(state_dict["param_groups"])
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups, strict=True)):
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size of "
+                "optimizer's group"
+            )
+        id_map = dict(
+            zip(
+                chain.from_iterable(g["params"] for g in saved_groups),
+                chain.from_iterable(g["params"] for g in groups),
+                strict=True,
+            )
+        )
+        state: defaultdict[Any, Any] = defaultdict(dict)
+        for key, value in state_dict["state"].items():
+            if key in id_map:
+                param = id_map[key]
+                state[param] = _cast_state(param, value, key, state_dict["param_groups"], None)
+            else:
+                state[key] = value
+        for group, saved in zip(groups, saved_groups, strict=True):
+            saved["params"] = group["params"]
+            if "param_names" in group and "param_names" not in saved:
+                saved["param_names"] = group["param_names"]
+        self.__setstate__({"state": state, "param_groups": saved_groups})
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for index, group in enumerate(self.param_groups):
@@ -204,7 +288,16 @@ class SGD(Optimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, defaults)
-        _check_single_tensor(foreach=foreach, fused=fused, differentiable=differentiable)
+        _check_single_tensor("SGD", foreach=foreach, fused=fused, differentiable=differentiable)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", False)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a grad; returns ``closure()``'s loss, or None."""
@@ -215,6 +308,7 @@ class SGD(Optimizer):
         with no_grad():
             for group in self.param_groups:
                 _check_single_tensor(
+                    "SGD",
                     foreach=group["foreach"],
                     fused=group["fused"],
                     differentiable=group["differentiable"],
@@ -246,11 +340,267 @@ class SGD(Optimizer):
         return loss
 
 
-def _check_single_tensor(*, foreach: Any, fused: Any, differentiable: Any) -> None:
+class Adam(Optimizer):
+    """Adam, with torch's L2 or decoupled weight decay, AMSGrad and ``maximize``.
+
+    For each parameter whose ``.grad`` is not None, in order: create its state on first use
+    (``step``, a 0-dim float32 tensor, and zero ``exp_avg``/``exp_avg_sq``, plus
+    ``max_exp_avg_sq`` with amsgrad); ``step += 1``; negate the grad if ``maximize``; apply
+    weight decay (``p *= 1 - lr * wd`` if decoupled, else ``g = g + wd * p``);
+    ``exp_avg.lerp_(g, 1 - beta1)``; ``exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g``;
+    then ``p -= lr / (1 - beta1**step) * exp_avg / (sqrt(v) / sqrt(1 - beta2**step) + eps)``
+    where ``v`` is ``exp_avg_sq``, or its running maximum with amsgrad. A param whose grad is
+    None is skipped: no state is created and its step is not counted.
+
+    >>> import reference
+    >>> w = reference.tensor([1.0, -2.0], requires_grad=True)
+    >>> opt = reference.optim.Adam([w], lr=0.1)
+    >>> w.grad = reference.tensor([0.5, 3.0])
+    >>> opt.step()
+    >>> w
+    tensor([ 0.9000, -2.1000], requires_grad=True)
+    >>> opt.state[w]["step"]
+    tensor(1.)
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        # The checks and their order are torch's: lr, eps, betas[0], betas[1], weight_decay,
+        # then the betas' types. `not x >= 0.0` also rejects nan (SGD's `lr < 0.0` does not).
+        if isinstance(lr, Tensor):
+            if foreach and not capturable:
+                raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+            if lr.numel() != 1:
+                raise ValueError("Tensor lr must be 1-element")
+        if not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not eps >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        # An int beta such as `betas=(0, 0.999)` is rejected here: measured on torch 2.13.
+        both_floats = isinstance(betas[0], float) and isinstance(betas[1], float)
+        both_tensors = isinstance(betas[0], Tensor) and isinstance(betas[1], Tensor)
+        if not (both_floats or both_tensors):
+            raise ValueError("betas must be either both floats or both Tensors")
+        for index in (0, 1):
+            beta = betas[index]
+            if isinstance(beta, Tensor):
+                if not capturable and foreach:
+                    raise ValueError(
+                        f"betas[{index}] as a Tensor is not supported for capturable=False and foreach=True"
+                    )
+                if beta.numel() != 1:
+                    raise ValueError(f"Tensor betas[{index}] must be 1-element")
+        betas = tuple(_to_scalar(beta) for beta in betas)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(params, defaults)
+        if fused:
+            if differentiable:
+                raise RuntimeError("`fused` does not support `differentiable`")
+            if foreach:
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        name = type(self).__name__
+        _check_single_tensor(name, foreach=foreach, fused=fused, differentiable=differentiable)
+        if isinstance(lr, Tensor) or both_tensors:
+            raise NotImplementedError(
+                f"reference.optim.{name} takes a float lr and float betas; a Tensor lr or beta "
+                "rounds through tensor arithmetic the reference does not transcribe"
+            )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("amsgrad", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("fused", None)
+            for p in group["params"]:
+                p_state = self.state.get(p, [])
+                if len(p_state) != 0 and not isinstance(p_state["step"], Tensor):
+                    p_state["step"] = tensor(float(p_state["step"]), dtype=float32)
+
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        max_exp_avg_sqs: list[Tensor],
+        state_steps: list[Tensor],
+    ) -> None:
+        for p in group["params"]:
+            if p._grad is None:
+                continue
+            params.append(p)
+            grads.append(p._grad)
+            state = self.state[p]
+            if len(state) == 0:
+                # step lives in float32 whatever the param's dtype (torch's _get_scalar_dtype).
+                state["step"] = tensor(0.0, dtype=float32)
+                state["exp_avg"] = zeros_like(p)
+                state["exp_avg_sq"] = zeros_like(p)
+                if group["amsgrad"]:
+                    state["max_exp_avg_sq"] = zeros_like(p)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            if group["amsgrad"]:
+                # A group switched to amsgrad after its params got state has no buffer: KeyError,
+                # as in torch.
+                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+            state_steps.append(state["step"])
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One update of every parameter that has a grad; returns ``closure()``'s loss, or None."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for group in self.param_groups:
+                _check_single_tensor(
+                    type(self).__name__,
+                    foreach=group["foreach"],
+                    fused=group["fused"],
+                    differentiable=group["differentiable"],
+                )
+                params: list[Tensor] = []
+                grads: list[Tensor] = []
+                exp_avgs: list[Tensor] = []
+                exp_avg_sqs: list[Tensor] = []
+                max_exp_avg_sqs: list[Tensor] = []
+                state_steps: list[Tensor] = []
+                beta1, beta2 = group["betas"]
+                self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
+                _single_tensor_adam(
+                    params,
+                    grads,
+                    exp_avgs,
+                    exp_avg_sqs,
+                    max_exp_avg_sqs,
+                    state_steps,
+                    amsgrad=group["amsgrad"],
+                    beta1=beta1,
+                    beta2=beta2,
+                    lr=group["lr"],
+                    weight_decay=group["weight_decay"],
+                    eps=group["eps"],
+                    maximize=group["maximize"],
+                    capturable=group["capturable"],
+                    decoupled_weight_decay=group["decoupled_weight_decay"],
+                )
+        return loss
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (``p *= 1 - lr * weight_decay``), default 0.01.
+
+    >>> import reference
+    >>> w = reference.tensor([1.0], requires_grad=True)
+    >>> opt = reference.optim.AdamW([w], lr=0.1)
+    >>> opt.param_groups[0]["weight_decay"], opt.param_groups[0]["decoupled_weight_decay"]
+    (0.01, True)
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Whatever the loaded groups say, AdamW decays decoupled (torch's AdamW.__setstate__).
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
+
+
+def _cast_state(
+    param: Tensor, value: Any, param_id: Any, param_groups: list[dict[str, Any]], key: Any
+) -> Any:
+    """torch's ``load_state_dict._cast``: tensors to the param's dtype (``step`` kept), recursing
+    into dicts and other containers."""
+    if isinstance(value, Tensor):
+        fused = capturable = False
+        for group in param_groups:
+            if param_id in group["params"]:
+                fused = group.get("fused", False)
+                capturable = group.get("capturable", False)
+                break
+        if key == "step":
+            return value.to(dtype=float32) if capturable or fused else value
+        return value.to(dtype=param.dtype) if param.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _cast_state(param, v, param_id, param_groups, k) for k, v in value.items()}
+    # torch also rebuilds a str this way, into the text of a generator object; kept as is here.
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        return type(value)(_cast_state(param, v, param_id, param_groups, None) for v in value)  # type: ignore[call-arg]
+    return value
+
+
+def _check_single_tensor(optimizer: str, *, foreach: Any, fused: Any, differentiable: Any) -> None:
     for name, value in (("foreach", foreach), ("fused", fused), ("differentiable", differentiable)):
         if value:
             raise NotImplementedError(
-                f"reference.optim.SGD implements torch's single-tensor loop only; {name}=True "
+                f"reference.optim.{optimizer} implements torch's single-tensor loop only; {name}=True "
                 "selects a torch variant of that loop, which the reference does not have "
                 f"(use {name}=None or False)"
             )
@@ -284,4 +634,92 @@ def _single_tensor_sgd(
         param.add_(grad, alpha=-step_size)
 
 
-__all__ = ["SGD", "Optimizer"]
+def _to_scalar(value: Any) -> Any:
+    # torch's optimizer._to_scalar: a 1-element tensor of any shape becomes 0-dim.
+    if isinstance(value, Tensor) and value.dim() != 0:
+        return value.squeeze()
+    return value
+
+
+# torch's message for capturable=True on a CPU param; the list is torch 2.13's
+# _get_capturable_supported_devices() on a build without a private-use backend.
+_CAPTURABLE_DEVICES = ["cuda", "xpu", "hpu", "privateuseone", "xla"]
+
+
+def _single_tensor_adam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    amsgrad: bool,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+    capturable: bool,
+    decoupled_weight_decay: bool,
+) -> None:
+    for i, param in enumerate(params):
+        grad = grads[i] if not maximize else -grads[i]
+        exp_avg = exp_avgs[i]
+        exp_avg_sq = exp_avg_sqs[i]
+        step_t = state_steps[i]
+        if capturable:
+            raise AssertionError(
+                "If capturable=True, params and state_steps must be on supported devices: "
+                f"{_CAPTURABLE_DEVICES}."
+            )
+        step_t += 1
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                param.mul_(1 - lr * weight_decay)
+            else:
+                grad = grad.add(param, alpha=weight_decay)
+        _lerp_(exp_avg, grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2)
+        _addcmul_(exp_avg_sq, grad, grad, value=1 - beta2)
+
+        # The bias corrections are Python floats, from the float32 step read back as a float.
+        step = step_t.item()
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5
+        if amsgrad:
+            max_exp_avg_sqs[i].copy_(maximum(max_exp_avg_sqs[i], exp_avg_sq))
+            denom = (max_exp_avg_sqs[i].sqrt() / bias_correction2_sqrt).add_(eps)
+        else:
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+        _addcdiv_(param, exp_avg, denom, value=-step_size)
+
+
+# torch's CPU kernels for lerp_, addcmul_ and addcdiv_ with a Python-number weight or value,
+# in their scalar (unfused) form: the number is cast to the tensor's dtype and every
+# operation rounds in that dtype (aten/src/ATen/native/Lerp.h, cpu/PointwiseOpsKernel.cpp).
+
+
+def _lerp_(self: Tensor, end: Tensor, weight: float) -> Tensor:
+    """``self.lerp_(end, weight)``: ``self + w * (end - self)`` for ``|w| < 0.5``, else
+    ``end - (end - self) * (1 - w)``, the branch chosen on ``w`` cast to the dtype."""
+    w = self.dtype.type(weight)
+    if abs(w) < 0.5:
+        return self.add_(end.sub(self).mul(float(w)))
+    return self.copy_(end.sub(end.sub(self).mul(float(self.dtype.type(1) - w))))
+
+
+def _addcmul_(self: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: float) -> Tensor:
+    """``self.addcmul_(tensor1, tensor2, value=value)``: ``self + (value * tensor1) * tensor2``."""
+    return self.add_(tensor1.mul(value).mul(tensor2))
+
+
+def _addcdiv_(self: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: float) -> Tensor:
+    """``self.addcdiv_(tensor1, tensor2, value=value)``: ``self + (value * tensor1) / tensor2``."""
+    return self.add_(tensor1.mul(value).div(tensor2))
+
+
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer"]
