@@ -2,8 +2,11 @@
 
 Exit codes: 0 the engine conforms (every property passes, is a known deviation, or needs a
 capability the engine declared unsupported) — with ``--baseline``, no regression against the
-baseline report; 1 it does not; 2 the run was interrupted; 3 internal error; 4 usage error
-(unknown engine, bad option).
+baseline report; 1 it does not; 2 the run was interrupted (Ctrl-C: the report of the properties
+that ran is still written); 3 internal error; 4 usage error (unknown engine, bad option).
+
+The engine runs in a worker process (``--no-isolate`` to run it in this one): a program that
+crashes it or runs past ``--program-timeout`` fails as an engine crash, and the run goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import NoReturn
 
 import pytest
 
-from conformance import profiles
+from conformance import isolation, profiles
 from conformance.engines import UnknownEngine, known_engines, load_engine
 from conformance.report import Collector, Report, versions
 
@@ -27,6 +30,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(4, f"{self.prog}: error: {message}\n")  # a usage error, as documented
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="fail only on regressions against this earlier report")
     parser.add_argument("-n", "--workers", default=None, metavar="N",
                         help="pytest-xdist workers (a number or 'auto')")
+    parser.add_argument("--no-isolate", dest="isolate", action="store_false",
+                        help="run the engine in this process, not in a worker process that a "
+                        "segfault, abort or hang can kill without ending the run")
+    parser.add_argument("--program-timeout", type=_seconds, default=isolation.DEFAULT_TIMEOUT_S,
+                        metavar="SECONDS", help="a program running longer fails as a hang "
+                        "(default: %(default)s)")
     return parser
 
 
@@ -75,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                    "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     if args.workers:
         pytest_args += ["-n", str(args.workers)]
+    pytest_args += ["--isolate" if args.isolate else "--no-isolate",
+                    f"--program-timeout={args.program_timeout:g}"]
     started = time.perf_counter()
     exit_code = int(pytest.main(pytest_args + extra, plugins=[collector]))
     runtime = time.perf_counter() - started
@@ -95,11 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     if not {"-k", "-m"} & set(extra):  # a selected subset would make every other entry look stale
         report.stale_deviations = [pid for d in engine.known_deviations for pid in d.properties
                                    if pid not in ids]
-    if exit_code not in (0, 1):
+    interrupted = exit_code == int(pytest.ExitCode.INTERRUPTED)
+    if exit_code not in (0, 1) and not interrupted:
         return exit_code
+    report.interrupted = interrupted
+    if interrupted:
+        report.stale_deviations = []  # the properties that did not run are not stale
     if args.report is not None:
         report.write(args.report)
-    return _summarize(report, baseline)
+    verdict = _summarize(report, baseline)
+    if interrupted:
+        print("interrupted: the verdict above covers only the properties that ran")
+        return exit_code
+    return verdict
 
 
 def _summarize(report: Report, baseline: Report | None) -> int:
@@ -111,6 +140,8 @@ def _summarize(report: Report, baseline: Report | None) -> int:
         print(f"  {semantic:<16} {text}")
     for pid in report.stale_deviations:
         print(f"  stale known deviation: {pid} matches no property")
+    for r in report.crashes():
+        print(f"  engine crash in {r.id} ({r.verdict}): {r.crash}")
     failing = [r for r in report.results if r.verdict in FAILING]
     if baseline is not None:
         before = {r.id: r.verdict for r in baseline.results}

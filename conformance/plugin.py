@@ -8,7 +8,10 @@
   unsupported, with the engine's reason;
 - runs the engine's known deviations as strict xfails and reports entries that match nothing;
 - loads the ``ci`` Hypothesis profile unless ``--hypothesis-profile`` says otherwise;
-- prints the engine, its version, the profile and the seed in the report header.
+- prints the engine, its version, the profile and the seed in the report header;
+- runs the engine named by ``--engine`` in a worker process (``--no-isolate`` to run it here),
+  so a segfault, ``abort()``, ``exit()`` or a program over ``--program-timeout`` seconds fails
+  that program with an EngineCrash instead of ending the session (:mod:`conformance.isolation`).
 
 It does nothing to test sessions that collect no conformance property.
 """
@@ -21,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conformance import profiles  # registers the profiles before Hypothesis's plugin loads one
+from conformance import isolation, profiles  # profiles: registered before Hypothesis loads one
 from conformance.adapter import Engine, KnownDeviation
 
 ENGINE_ENV = "CONFORMANCE_ENGINE"
@@ -42,6 +45,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"engine to test: a registered name or 'package.module:Adapter' "
         f"(default: ${ENGINE_ENV}, else {DEFAULT_ENGINE!r})",
     )
+    group.addoption(
+        "--isolate", dest="conformance_isolate", action="store_true", default=True,
+        help="run the engine's programs in a worker process the suite survives losing "
+        "(the default)",
+    )
+    group.addoption(
+        "--no-isolate", dest="conformance_isolate", action="store_false",
+        help="run the engine's programs in the pytest process: a crash ends the session",
+    )
+    group.addoption(
+        "--program-timeout", dest="conformance_timeout", type=_seconds,
+        default=isolation.DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help="with isolation, a program running longer fails as a hang (default: %(default)s)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise pytest.UsageError(f"--program-timeout: expected a positive number of seconds, "
+                                f"got {text!r}")
+    return value
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,7 +78,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     spec = config.getoption("engine") or os.environ.get(ENGINE_ENV)
     if spec:
-        config.stash[_engine_key] = _load(spec)
+        engine = config.stash[_engine_key] = _load(spec)
+        if config.getoption("conformance_isolate"):
+            isolation.attach(engine, spec, timeout_s=config.getoption("conformance_timeout"))
+            config.add_cleanup(lambda: isolation.detach(engine))
     if spec or _collects_properties(config):
         _load_profile(config)
         # Hypothesis mixes literals from local modules into what it draws, module by module as
@@ -98,13 +129,13 @@ def property_id(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
-    """Record how many programs the property ran on the engine (for reports and JUnit XML);
-    run a known deviation's witness without shrinking."""
+    """Record how many programs the property ran on the engine (for reports and JUnit XML)
+    and how its engine crashed, if it did; run a known deviation's witness without shrinking."""
     pid = property_id(item)
     if pid is None:
         return (yield)
     from conformance.interpret import RUNS
-    from conformance.report import EXAMPLES_PROPERTY
+    from conformance.report import CRASH_PROPERTY, EXAMPLES_PROPERTY
     from conformance.runner import CURRENT_PROPERTY
 
     key = id(engine_of(item.config))
@@ -113,10 +144,24 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     restore = _stop_at_first_failure(item)
     try:
         return (yield)
+    except BaseException as failure:  # the failure Hypothesis reports: the shrunk one
+        for crash in _worker_crashes(failure):
+            item.user_properties.append((CRASH_PROPERTY, crash.how))
+        raise
     finally:
         restore()
         CURRENT_PROPERTY.reset(token)
         item.user_properties.append((EXAMPLES_PROPERTY, RUNS[key] - before))
+
+
+def _worker_crashes(failure: BaseException) -> list[isolation.WorkerCrash]:
+    """The worker crashes in a test's failure (several when Hypothesis reports several bugs)."""
+    if isinstance(failure, isolation.WorkerCrash):
+        return [failure]
+    inner = getattr(failure, "exceptions", None)  # an ExceptionGroup
+    if isinstance(inner, (list, tuple)):
+        return [crash for exc in inner for crash in _worker_crashes(exc)]
+    return []
 
 
 def _stop_at_first_failure(item: pytest.Item) -> Callable[[], None]:

@@ -28,6 +28,10 @@ VERDICT_MARKS = {
 EXAMPLES_PROPERTY = "conformance_examples"
 """``user_properties`` key under which the plugin records how many programs a property ran."""
 
+CRASH_PROPERTY = "conformance_crash"
+"""``user_properties`` key under which the plugin records how the engine's worker died in a
+property's reported failure: ``"killed by signal SIGSEGV (...)"``, ``"timed out after 60 s"``."""
+
 
 def split_nodeid(nodeid: str) -> tuple[str, str]:
     """``.../test_sgd.py::test_hyperparameter[nesterov]`` → ``("sgd", "test_hyperparameter[nesterov]")``."""
@@ -45,6 +49,8 @@ class PropertyResult:
     examples: int = 0
     reason: str = ""
     duration_s: float = 0.0
+    crash: str = ""
+    """How the engine's process died in the reported failure (empty if it did not)."""
 
 
 @dataclass
@@ -60,6 +66,11 @@ class Report:
     """The engine's known deviations: ``properties``, ``reason`` and ``evidence`` (a script)."""
     exit_code: int = 0
     runtime_s: float = 0.0
+    interrupted: bool = False
+    """The run was interrupted (Ctrl-C): the results are those of the properties that ran."""
+
+    def crashes(self) -> list[PropertyResult]:
+        return [r for r in self.results if r.crash]
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -87,6 +98,8 @@ class Report:
         lines = [
             f"# Conformance report: `{self.engine}`",
             "",
+            *(["**Interrupted**: a partial report, of the properties that ran.", ""]
+              if self.interrupted else []),
             f"- engine: `{self.engine}` ({self.engine_version})",
             f"- versions: {', '.join(f'{k} {v}' for k, v in sorted(self.versions.items()))}",
             f"- Hypothesis profile: `{self.profile}`, seed: {self.seed}",
@@ -103,6 +116,11 @@ class Report:
                 f"| {r.semantic} | `{r.name}` | {VERDICT_MARKS[r.verdict]} | {r.examples} "
                 f"| {reason} |"
             )
+        if self.crashes():
+            lines += ["", "## Engine crashes", "",
+                      "Programs that killed the engine's process or ran past the time limit "
+                      "(the failure message holds the shrunk program as a torch script):", ""]
+            lines += [f"- `{r.id}` ({r.verdict}): {r.crash}" for r in self.crashes()]
         if self.stale_deviations:
             lines += ["", "Known deviations that match no property:", ""]
             lines += [f"- `{pid}`" for pid in self.stale_deviations]
@@ -140,6 +158,8 @@ class Collector:
         for key, value in report.user_properties:
             if key == EXAMPLES_PROPERTY:
                 result.examples += int(str(value))
+            elif key == CRASH_PROPERTY:
+                result.crash = str(value)
         xfail_reason = getattr(report, "wasxfail", None)
         if report.skipped and xfail_reason is not None:
             result.verdict, result.reason = "known deviation", str(xfail_reason)

@@ -8,6 +8,7 @@ import functools
 from hypothesis import assume
 from hypothesis.control import currently_in_test_context
 
+from conformance import interpret, isolation
 from conformance.adapter import Engine
 from conformance.compare import assert_same_trace
 from conformance.errors import EngineCrash
@@ -54,11 +55,23 @@ def reference_trace(program: Program, *, follow: list[Observation] | None = None
     return _last_reference[1]
 
 
+def _execute(engine: Engine, program: Program) -> list[Observation]:
+    """Run on the engine under test: in its worker process when the plugin attached one (see
+    :mod:`conformance.isolation`), else here. The program is counted here, where the plugin
+    reads ``interpret.RUNS``. An interpreter replaced by a test (the catalogue's generate-only
+    stub) runs here."""
+    worker = isolation.worker_for(engine)
+    if worker is None or run is not interpret.run:
+        return run(engine, program)
+    interpret.RUNS[id(engine)] += 1
+    return worker.run(program)
+
+
 def _run_on_engine(engine: Engine, program: Program) -> list[Observation]:
     """Run on the engine under test; a crash that a scoped known deviation describes is set
-    aside (its ``applies`` sees the trace up to the crash)."""
+    aside (its ``applies`` sees the trace up to the crash, a worker's death included)."""
     try:
-        return run(engine, program)
+        return _execute(engine, program)
     except EngineCrash as crash:
         set_aside_known_deviations(engine, program, crash.trace)
         raise

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from broken_engines import catalogue
+from broken_engines import Entry, catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "tests.broken_engines"
@@ -51,11 +51,12 @@ def _explain(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.mark.parametrize(
-    "spec", [entry.spec for entry in ENTRIES if not entry.control],
+    "entry", [entry for entry in ENTRIES if not entry.control],
     ids=[entry.short for entry in ENTRIES if not entry.control],
 )
-def test_broken_engine_is_caught(spec: str, tmp_path: Path) -> None:
-    result, record = _suite(spec, tmp_path / "report.json", "-x",
+def test_broken_engine_is_caught(entry: Entry, tmp_path: Path) -> None:
+    spec = entry.spec
+    result, record = _suite(spec, tmp_path / "report.json", "-x", *entry.options,
                             "--hypothesis-profile=catalogue", "--catalogue-order=targeted")
     failed = record.get("outcomes", {}).get("failed", [])
     assert failed, f"{spec} was NOT caught: no property failed.\n{_explain(result)}"

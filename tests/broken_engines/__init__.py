@@ -31,6 +31,7 @@ MODULES = (
     "zero_grad",
     "sgd",
     "ops",
+    "crashes",
     "controls",
 )
 
@@ -44,6 +45,7 @@ class Entry:
     control: bool
     catches_in: tuple[str, ...]
     bug: str  # the first line of the class docstring
+    options: tuple[str, ...] = ()  # extra options for the suite's run (``suite_options``)
 
     @property
     def short(self) -> str:
@@ -77,5 +79,6 @@ def catalogue(spec_prefix: str = "tests.broken_engines") -> list[Entry]:
                 control=bool(cls.control),  # type: ignore[attr-defined]
                 catches_in=tuple(cls.catches_in),  # type: ignore[attr-defined]
                 bug=doc.split("\n\n")[0].replace("\n", " ").removeprefix("CONTROL: "),
+                options=tuple(getattr(cls, "suite_options", ())),
             ))
     return sorted(entries, key=lambda entry: entry.control)

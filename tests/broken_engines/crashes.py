@@ -1,0 +1,104 @@
+"""Engines that die instead of raising: a segmentation fault, ``abort()``, ``exit()`` and a hang.
+
+Native engines meet their errors in C: an index nobody checked reads unmapped memory, a failed
+internal assertion calls ``abort()``, a library reports a bad argument and calls ``exit()``, two
+threads wait on each other forever. None of that is a Python exception, so the suite must
+survive the process that dies (:mod:`conformance.isolation`): each of these must give a report
+whose verdict is DOES NOT CONFORM, with the crashing program shrunk and printed, and every other
+property still run.
+
+Each is the NumPy reference with one error path replaced by the crash, so that the other
+programs conform and a fresh worker starts in a fraction of a second (the shrinker restarts one
+after every crashing candidate; torch takes over a second to import).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from conformance.engines.reference_engine import ReferenceEngine
+from conformance.errors import ErrorKind
+
+
+class _Crashes(ReferenceEngine):
+    control: ClassVar[bool] = False
+    catches_in: ClassVar[tuple[str, ...]] = ()
+    suite_options: ClassVar[tuple[str, ...]] = ()
+    """Extra options for the suite's run on this engine (the catalogue test passes them)."""
+
+
+class SegfaultsOnBadIndex(_Crashes):
+    """An index out of range (or a mask of the wrong shape) is not checked: the gather kernel
+    reads unmapped memory and the process dies of SIGSEGV, where torch raises IndexError.
+
+    Paddle 3.3.1 does this for an integer list with an entry out of range (it writes outside
+    ``x.grad`` in backward; docs/engines/paddle.md); the suite's first run of the adapter on it
+    ended in ``Segmentation fault`` and nothing else.
+    """
+
+    name = "segfaults-on-bad-index"
+    catches_in = ("indexing",)
+
+    def apply(self, op: str, operands: Sequence[Any], params: Mapping[str, Any]) -> Any:
+        try:
+            return super().apply(op, operands, params)
+        except Exception as exc:
+            if self.classify(exc) is ErrorKind.INDEX_OUT_OF_RANGE:
+                ctypes.string_at(0)  # reads address 0: SIGSEGV
+            raise
+
+
+class AbortsOnFreedGraph(_Crashes):
+    """A backward through a graph whose saved tensors were freed fails an internal assertion
+    (``assert(saved != nullptr)`` in a build without ``NDEBUG``) and calls ``abort()``, where
+    torch raises "Trying to backward through the graph a second time"."""
+
+    name = "aborts-on-freed-graph"
+    catches_in = ("retain_graph",)
+
+    def backward(self, loss: Any, **arguments: Any) -> None:
+        try:
+            super().backward(loss, **arguments)
+        except Exception as exc:
+            if self.classify(exc) is ErrorKind.FREED_GRAPH:
+                os.abort()
+            raise
+
+
+class ExitsOnInvalidHyperparameter(_Crashes):
+    """The optimizer's C library reports an invalid hyperparameter (a negative learning rate,
+    nesterov without momentum) on stderr and calls ``exit(1)``, where torch raises ValueError."""
+
+    name = "exits-on-invalid-hyperparameter"
+    catches_in = ("sgd::test_invalid_hyperparameters_raise", "sgd")
+
+    def sgd(self, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> Any:
+        try:
+            return super().sgd(groups, defaults)
+        except Exception as exc:
+            if self.classify(exc) is ErrorKind.INVALID_HYPERPARAMETER:
+                os.write(2, f"sgd: invalid hyperparameter: {exc}\n".encode())
+                os._exit(1)
+            raise
+
+
+class HangsOnGradientArgument(_Crashes):
+    """``backward(gradient=...)`` hands the seed gradient to a worker thread and waits for it on
+    a lock the thread never releases: a deadlock, so the process hangs. Only programs that pass
+    ``gradient=`` hang; the suite's per-program time limit (2 s here) turns each into a failure.
+    """
+
+    name = "hangs-on-gradient-argument"
+    catches_in = ("accumulation::test_backward_with_gradient", "backward_errors")
+    suite_options = ("--program-timeout=2",)
+
+    def backward(self, loss: Any, **arguments: Any) -> None:
+        if arguments.get("gradient") is not None:
+            lock = threading.Lock()
+            lock.acquire()
+            lock.acquire()  # never returns
+        super().backward(loss, **arguments)
