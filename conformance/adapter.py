@@ -35,6 +35,10 @@ FEATURES: frozenset[str] = frozenset(
         "set_hyperparameter",  # changing param_groups[i][key] between steps
         "zero_grad_keep",  # zero_grad(set_to_none=False)
         "index:bool_mask",  # x[mask] with a boolean mask
+        "update_no_grad",  # a user's in-place param update under no_grad (w -= lr * w.grad)
+        "update_data",  # a user's update through .data (w.data.sub_(lr * w.grad))
+        "edit_grad",  # a user's in-place edit of a grad (w.grad.zero_(), w.grad.mul_(0.5))
+        "create_graph",  # backward(create_graph=True)
     }
 )
 """Everything an engine may declare unsupported."""
@@ -122,6 +126,11 @@ class Engine(abc.ABC):
 
     Tensors are the engine's own objects; the suite only passes them back to the adapter.
     Optimizer hyperparameters arrive as torch names and values (``HYPERPARAMETERS``).
+
+    Calls arrive as the program writes them: an optional argument the program leaves out is
+    absent from the call (``backward(loss)`` is ``loss.backward()``, not
+    ``loss.backward(None, retain_graph=None)``), so the engine's own defaults are what is
+    tested. Forward exactly the arguments given, no more.
     """
 
     name: ClassVar[str] = "unnamed"
@@ -147,8 +156,10 @@ class Engine(abc.ABC):
 
     # --- autograd ----------------------------------------------------------------------------
     @abc.abstractmethod
-    def backward(self, loss: Any, *, gradient: np.ndarray | None, retain_graph: bool | None) -> None:
-        """``loss.backward(gradient, retain_graph=retain_graph)``; None means the default."""
+    def backward(self, loss: Any, **arguments: Any) -> None:
+        """``loss.backward(...)`` with exactly the ``arguments`` given: any of ``gradient`` (a
+        NumPy array, passed positionally in the script), ``retain_graph`` (True, False or
+        None) and ``create_graph``."""
 
     @abc.abstractmethod
     def grad(self, param: Any) -> Any | None:
@@ -170,7 +181,10 @@ class Engine(abc.ABC):
     # --- optimizer ---------------------------------------------------------------------------
     @abc.abstractmethod
     def sgd(self, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> Any:
-        """``SGD(groups, **defaults)``: groups are dicts with "params" and per-group overrides.
+        """``SGD(groups, **defaults)``: groups are dicts with "params" and the keys that group
+        overrides (any subset, often none); ``defaults`` holds only the hyperparameters the
+        call passes (any subset, ``lr`` too: torch's default lr is 0.001). A group takes each
+        key it does not name from the constructor's arguments, else from SGD's defaults.
 
         torch validates the constructor's ``defaults`` only, never per-group values.
         """
@@ -179,11 +193,38 @@ class Engine(abc.ABC):
     def step(self, optimizer: Any) -> None: ...
 
     @abc.abstractmethod
-    def zero_grad(self, optimizer: Any, *, set_to_none: bool) -> None: ...
+    def zero_grad(self, optimizer: Any, **arguments: Any) -> None:
+        """``optimizer.zero_grad()``, or ``zero_grad(set_to_none=...)`` when it is given."""
 
     @abc.abstractmethod
     def set_hyperparameter(self, optimizer: Any, group: int, key: str, value: Any) -> None:
         """``optimizer.param_groups[group][key] = value`` between steps."""
+
+    # --- a user's own updates (the hand-written loop) ----------------------------------------
+    def update(self, param: Any, form: str, scalar: float) -> Any:
+        """A hand-written in-place update of ``param``, one of
+        :data:`conformance.program.UPDATE_FORMS` (``"isub"``: ``with no_grad(): w -= s * w.grad``,
+        ``"data"``: ``w.data.sub_(s * w.grad)``, ...). Returns what the user's name ``w`` is
+        bound to afterwards (``w -= ...`` rebinds it to the result of ``__isub__``).
+
+        Engines without such updates declare ``update_no_grad`` / ``update_data`` unsupported."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.update is not implemented: implement it, or declare "
+            "'update_no_grad' and 'update_data' unsupported in capabilities"
+        )
+
+    def edit_grad(self, param: Any, form: str, scalar: float) -> None:
+        """A user's in-place edit of ``param.grad``, one of
+        :data:`conformance.program.GRAD_EDIT_FORMS` (``"zero_"``: ``w.grad.zero_()``, ...)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.edit_grad is not implemented: implement it, or declare "
+            "'edit_grad' unsupported in capabilities"
+        )
+
+    def grad_requires_grad(self, grad: Any) -> bool:
+        """Whether a grad itself requires grad (after ``backward(create_graph=True)`` when
+        the grad depends on params). Engines without ``create_graph`` keep the default."""
+        return bool(getattr(grad, "requires_grad", False))
 
     # --- errors ------------------------------------------------------------------------------
     @abc.abstractmethod

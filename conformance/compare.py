@@ -91,9 +91,13 @@ def observation_mismatches(
                 problems.append(f"{name}.grad: {why}\n{_pair(got, grad)}")
         if actual.same_grad[name] != expected.same_grad[name]:
             problems.append(
-                f"{name}.grad identity: the engine's grad is "
-                f"{_identity(actual.same_grad[name])} the object it was before this "
-                f"instruction; in the reference it is {_identity(expected.same_grad[name])}"
+                f"{name}.grad identity: in the engine, {_identity(actual.same_grad[name])}; "
+                f"in the reference, {_identity(expected.same_grad[name])}"
+            )
+        if actual.grad_requires_grad[name] != expected.grad_requires_grad[name]:
+            problems.append(
+                f"{name}.grad.requires_grad: engine {actual.grad_requires_grad[name]}, "
+                f"reference {expected.grad_requires_grad[name]}"
             )
     if actual.aliased_grads != expected.aliased_grads:
         problems.append(
@@ -158,4 +162,8 @@ def _pair(actual: np.ndarray, expected: np.ndarray) -> str:
 
 
 def _identity(same: bool | None) -> str:
-    return {True: "the same as", False: "a new object, not", None: "None or was None before"}[same]
+    return {
+        True: "the grad is the same object as before this instruction",
+        False: "the grad is a new object, not the one it was before this instruction",
+        None: "the grad is None, or was None before this instruction",
+    }[same]

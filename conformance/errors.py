@@ -23,6 +23,7 @@ class ErrorKind(enum.Enum):
     EMPTY_PARAMETER_LIST = "optimizer got an empty parameter list"
     DUPLICATE_PARAMETER = "a parameter appears in more than one parameter group"
     NON_LEAF_PARAMETER = "optimizer given a non-leaf tensor"
+    NONE_GRAD = "a param's .grad was None where a user's code needed a tensor"
 
     def __str__(self) -> str:
         return self.name

@@ -58,12 +58,22 @@ def values(shape: Shape, dtype: np.dtype, *, positive: bool = False) -> st.Searc
     return hnp.arrays(dtype, shape, elements=elements)
 
 
-def indices(shape: Shape, *, masks: bool = True) -> st.SearchStrategy[tuple[Any, ...]]:
-    """Index tuples for a tensor of ``shape`` (``ndim >= 1``) that torch and NumPy agree on:
-    ints (negative too), slices with steps (empty ones too), ``None``, ``...``, integer lists
-    with duplicates and negatives, and bool masks (all-False too; not with ``masks=False``)."""
+def indices(shape: Shape, *, masks: bool = True) -> st.SearchStrategy[Any]:
+    """Indices for a tensor of ``shape`` (``ndim >= 1``) that torch and NumPy agree on, in every
+    form a user writes between the brackets (``conformance.ops.Index``): a bare int (negative
+    too), slice (with steps, empty too), ``...`` or ``None``; an integer list or int64 index
+    tensor (duplicates and negatives); a bool mask (all-False too; not with ``masks=False``);
+    and tuples mixing them. A one-part index comes bare or as a 1-tuple (``x[1]``, ``x[(1,)]``)
+    about equally often: engines route the two differently."""
     kinds = [_basic_index(shape), _list_index(shape)]
-    return st.one_of(*kinds, _mask_index(shape)) if masks else st.one_of(*kinds)
+    parts = st.one_of(*kinds, _mask_index(shape)) if masks else st.one_of(*kinds)
+    return st.one_of(parts.flatmap(_as_written), st.sampled_from([Ellipsis, None]))
+
+
+def _as_written(parts: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+    if len(parts) == 1:
+        return st.sampled_from([parts[0], parts])
+    return st.just(parts)
 
 
 def _int_in(size: int) -> st.SearchStrategy[int]:
@@ -91,7 +101,8 @@ def _basic_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
 
 @st.composite
 def _list_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
-    # One or two integer lists of one length (torch broadcasts them); a slice may precede.
+    # One or two integer lists or int64 index tensors of one length (torch broadcasts them);
+    # a slice may precede.
     length = draw(st.integers(1, 4))
     parts: list[Any] = []
     dim = 0
@@ -102,7 +113,8 @@ def _list_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
     for size in shape[dim : dim + lists]:
         if size == 0:
             return (slice(None),)
-        parts.append(tuple(draw(st.lists(_int_in(size), min_size=length, max_size=length))))
+        chosen = draw(st.lists(_int_in(size), min_size=length, max_size=length))
+        parts.append(np.array(chosen, dtype=np.int64) if draw(st.booleans()) else chosen)
     return draw(_with_none_or_ellipsis(parts, consumed=dim + lists, ndim=len(shape)))
 
 

@@ -19,6 +19,7 @@ from conformance.errors import EngineCrash, ErrorKind
 from conformance.program import (
     Backward,
     Const,
+    EditGrad,
     Forward,
     Instruction,
     MakeSGD,
@@ -27,6 +28,7 @@ from conformance.program import (
     SetGradNone,
     SetHyperparameter,
     Step,
+    Update,
     ZeroGrad,
     describe,
 )
@@ -47,6 +49,9 @@ class Observation:
     same_grad: dict[str, bool | None]
     """Per param: is the grad the same object as at the previous observation? None where
     either grad is None."""
+    grad_requires_grad: dict[str, bool | None]
+    """Per param: does its grad itself require grad (``backward(create_graph=True)``)? None
+    where the grad is None."""
     aliased_grads: list[tuple[str, str]]
     """Pairs of params whose grads share memory (accumulating into one changes the other)."""
 
@@ -77,11 +82,7 @@ class _Machine:
                 operands = [self._operand(operand) for operand in node.operands]
                 self.tensors[node.out] = engine.apply(node.op, operands, node.params)
         elif isinstance(instruction, Backward):
-            engine.backward(
-                self.tensors[instruction.loss],
-                gradient=instruction.gradient,
-                retain_graph=instruction.retain_graph,
-            )
+            engine.backward(self.tensors[instruction.loss], **instruction.arguments)
         elif isinstance(instruction, MakeSGD):
             groups = [
                 {"params": [self.tensors[name] for name in group.params], **group.overrides}
@@ -91,13 +92,20 @@ class _Machine:
         elif isinstance(instruction, Step):
             engine.step(self.optimizer)
         elif isinstance(instruction, ZeroGrad):
-            engine.zero_grad(self.optimizer, set_to_none=instruction.set_to_none)
+            engine.zero_grad(self.optimizer, **instruction.arguments)
         elif isinstance(instruction, SetGradNone):
             engine.set_grad_none(self.params[instruction.param])
         elif isinstance(instruction, SetHyperparameter):
             engine.set_hyperparameter(
                 self.optimizer, instruction.group, instruction.key, instruction.value
             )
+        elif isinstance(instruction, Update):
+            # `w -= ...` rebinds the user's name to what __isub__ returned
+            bound = engine.update(self.params[instruction.param], instruction.form,
+                                  instruction.scalar)
+            self.params[instruction.param] = self.tensors[instruction.param] = bound
+        elif isinstance(instruction, EditGrad):
+            engine.edit_grad(self.params[instruction.param], instruction.form, instruction.scalar)
         else:
             raise TypeError(f"not an instruction: {instruction!r}")
 
@@ -119,10 +127,12 @@ class _Machine:
         values: dict[str, np.ndarray] = {}
         grads: dict[str, np.ndarray | None] = {}
         same: dict[str, bool | None] = {}
+        requires: dict[str, bool | None] = {}
         for name, param in self.params.items():
             values[name] = self.engine.to_numpy(param)
             grad = self.engine.grad(param)
             grads[name] = None if grad is None else self.engine.to_numpy(grad)
+            requires[name] = None if grad is None else self.engine.grad_requires_grad(grad)
             previous = self.last_grads[name]
             both = grad is not None and previous is not None
             same[name] = self.engine.same_object(previous, grad) if both else None
@@ -134,7 +144,7 @@ class _Machine:
             for b, grad_b in live[i + 1:]
             if self.engine.shares_memory(grad_a, grad_b)
         ]
-        return Observation(index, label, error, values, grads, same, aliased)
+        return Observation(index, label, error, values, grads, same, requires, aliased)
 
 
 def run(
@@ -146,11 +156,12 @@ def run(
     goes on; one it does not classify is an :class:`EngineCrash` carrying the trace so far.
 
     ``follow`` (for the reference only) is the trace of the engine under test: after each
-    ``step()`` that succeeded on both, once its result has been observed, the reference's params
-    take the engine's values. Every instruction is then checked from the same state, so a
-    rounding difference that the step's comparison tolerates (torch's SGD uses fused
-    multiply-adds, the reference does not) cannot flip a later kink or tie — ``max`` of values
-    that tie in one engine and differ by an ulp in the other — into a false divergence.
+    ``step()`` or hand-written update that succeeded on both, once its result has been
+    observed, the reference's params take the engine's values. Every instruction is then
+    checked from the same state, so a rounding difference that the step's comparison
+    tolerates (torch's SGD uses fused multiply-adds, the reference does not) cannot flip a
+    later kink or tie — ``max`` of values that tie in one engine and differ by an ulp in the
+    other — into a false divergence.
     """
     RUNS[id(engine)] += 1
     machine = _Machine(engine, program)
@@ -174,7 +185,7 @@ def run(
                     trace=trace,
                 ) from exc
         trace.append(machine.observe(index, describe(instruction), error))
-        if follow is not None and isinstance(instruction, Step) and error is None:
+        if follow is not None and isinstance(instruction, (Step, Update)) and error is None:
             machine.follow(follow[index])
     return trace
 

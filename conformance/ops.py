@@ -1,7 +1,7 @@
 """The op set a generated graph may use, and how each op prints in a torch script.
 
 An op is named by a string; its operands are tensors or Python floats and its keyword
-parameters are plain Python values (ints, bools, tuples, index tuples). Adapters implement
+parameters are plain Python values (ints, bools, tuples, indices). Adapters implement
 ``Engine.apply(op, operands, params)``; scripts render an op with ``render``.
 """
 
@@ -14,14 +14,27 @@ from typing import Any
 
 import numpy as np
 
-Index = tuple[Any, ...]
-"""A normalized index: a tuple of int, slice, None, Ellipsis, tuple[int, ...] (an integer
-list) or a NumPy bool array (a mask)."""
+Index = Any
+"""An index exactly as a user writes it between the brackets of ``x[...]``: an int, a slice,
+``None``, ``...``, a list of ints, a NumPy int64 array (an index tensor), a NumPy bool array
+(a mask), or a tuple of those. ``x[1]`` and ``x[(1,)]`` are different calls (many engines
+route ints, slices, lists, tensors and tuples through different code), so they are
+different indices here, and each prints as it was made."""
 
 
 def render_index(index: Index) -> str:
-    """``(1, slice(None, None, 2), (0, 0))`` → ``1, ::2, [0, 0]``."""
-    return ", ".join(_render_index_part(part) for part in index)
+    """What goes between the brackets: ``1``, ``::2``, ``[0, 0]``, ``1, ::2``, ``(-1,)``."""
+    if isinstance(index, tuple):
+        if len(index) == 1:
+            return f"({_render_index_part(index[0])},)"
+        return ", ".join(_render_index_part(part) for part in index)
+    return _render_index_part(index)
+
+
+def index_parts(index: Index) -> tuple[Any, ...]:
+    """The index as a tuple of parts (a bare part is a 1-tuple): for adapters and shape
+    rules that need the parts, not for calling an engine."""
+    return index if isinstance(index, tuple) else (index,)
 
 
 def _render_index_part(part: Any) -> str:
@@ -32,10 +45,11 @@ def _render_index_part(part: Any) -> str:
     if isinstance(part, slice):
         text = ":".join("" if v is None else str(v) for v in (part.start, part.stop))
         return text if part.step is None else f"{text}:{part.step}"
-    if isinstance(part, tuple):
+    if isinstance(part, list):
         return "[" + ", ".join(str(i) for i in part) + "]"
     if isinstance(part, np.ndarray):
-        return f"torch.tensor({part.tolist()})"
+        dtype = ", dtype=torch.int64" if part.dtype.kind == "i" and part.size == 0 else ""
+        return f"torch.tensor({part.tolist()}{dtype})"
     return str(part)
 
 

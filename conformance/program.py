@@ -60,11 +60,48 @@ class Forward:
     nodes: tuple[Node, ...]
 
 
+class _Omitted:
+    """The value of an optional argument the program does not pass (so the engine's own
+    default applies), as distinct from passing ``None``."""
+
+    _instance: _Omitted | None = None
+
+    def __new__(cls) -> _Omitted:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "OMITTED"
+
+    def __reduce__(self) -> str:
+        return "OMITTED"  # unpickles as this module's singleton
+
+
+OMITTED: Any = _Omitted()
+"""An optional argument the call leaves out, e.g. ``Backward("loss0")`` is ``loss0.backward()``."""
+
+
+def given(**arguments: Any) -> dict[str, Any]:
+    """The arguments a call passes: those not ``OMITTED``, in order."""
+    return {key: value for key, value in arguments.items() if value is not OMITTED}
+
+
 @dataclass(frozen=True, eq=False)
 class Backward:
+    """``loss.backward(gradient, retain_graph=..., create_graph=...)`` with exactly the
+    arguments that are not ``OMITTED``."""
+
     loss: str
-    retain_graph: bool | None = None
-    gradient: np.ndarray | None = None
+    retain_graph: bool | None = OMITTED
+    gradient: np.ndarray | None = OMITTED
+    create_graph: bool = OMITTED
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The arguments passed, by name (``gradient`` as an array)."""
+        return given(gradient=self.gradient, retain_graph=self.retain_graph,
+                     create_graph=self.create_graph)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,7 +114,8 @@ class Group:
 
 @dataclass(frozen=True, eq=False)
 class MakeSGD:
-    """``opt = SGD(groups, **defaults)``; later Step/ZeroGrad act on it."""
+    """``opt = SGD(groups, **defaults)``; later Step/ZeroGrad act on it. ``defaults`` holds
+    only the hyperparameters the call passes, and each group only the keys it overrides."""
 
     groups: tuple[Group, ...]
     defaults: Mapping[str, Any]
@@ -90,7 +128,13 @@ class Step:
 
 @dataclass(frozen=True)
 class ZeroGrad:
-    set_to_none: bool = True
+    """``opt.zero_grad()``, or ``opt.zero_grad(set_to_none=...)`` when that is passed."""
+
+    set_to_none: bool = OMITTED
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return given(set_to_none=self.set_to_none)
 
 
 @dataclass(frozen=True)
@@ -105,7 +149,57 @@ class SetHyperparameter:
     value: Any
 
 
-Instruction = Forward | Backward | MakeSGD | Step | ZeroGrad | SetGradNone | SetHyperparameter
+UPDATE_FORMS: Mapping[str, str] = {
+    "isub": "with torch.no_grad():\n    {p} -= {s} * {p}.grad",
+    "sub_": "with torch.no_grad():\n    {p}.sub_({s} * {p}.grad)",
+    "add_": "with torch.no_grad():\n    {p}.add_({p}.grad, alpha=-{s})",
+    "mul_": "with torch.no_grad():\n    {p}.mul_({s})",
+    "data": "{p}.data.sub_({s} * {p}.grad)",
+}
+"""A user's own update of a param, as hand-written loops spell it (seed example D): in place
+under ``no_grad`` (bumps the version counter, so a retained graph that saved the param raises
+on its next backward), or through ``.data`` (does not: that backward silently uses the new
+value). ``{p}`` is the param, ``{s}`` the scalar (a learning rate, or a factor for ``mul_``)."""
+
+GRAD_EDIT_FORMS: Mapping[str, str] = {
+    "zero_": "{p}.grad.zero_()",
+    "mul_": "{p}.grad.mul_({s})",
+    "div_": "{p}.grad.div_({s})",
+}
+"""A user's in-place edit of a grad: the grad stays the same object, and the next backward
+accumulates into it (``zero_`` is seed D's; ``mul_``/``div_`` average accumulated grads)."""
+
+
+@dataclass(frozen=True)
+class Update:
+    """A hand-written, in-place update of ``param`` (one of :data:`UPDATE_FORMS`)."""
+
+    param: str
+    form: str
+    scalar: float
+
+    def __post_init__(self) -> None:
+        if self.form not in UPDATE_FORMS:
+            raise ValueError(f"unknown update form {self.form!r}; known: {', '.join(UPDATE_FORMS)}")
+
+
+@dataclass(frozen=True)
+class EditGrad:
+    """A user's in-place edit of ``param.grad`` (one of :data:`GRAD_EDIT_FORMS`)."""
+
+    param: str
+    form: str
+    scalar: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.form not in GRAD_EDIT_FORMS:
+            raise ValueError(f"unknown grad edit {self.form!r}; known: {', '.join(GRAD_EDIT_FORMS)}")
+
+
+Instruction = (
+    Forward | Backward | MakeSGD | Step | ZeroGrad | SetGradNone | SetHyperparameter | Update
+    | EditGrad
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,7 +247,7 @@ def describe(instruction: Instruction) -> str:
     """A one-line summary, e.g. ``loss0.backward(retain_graph=True)``."""
     if isinstance(instruction, Forward):
         return f"forward {instruction.loss} ({len(instruction.nodes)} ops)"
-    return render(instruction)[-1].replace('"', "'")
+    return " ".join(line.strip() for line in render(instruction)).replace('"', "'")
 
 
 def render(instruction: Instruction) -> list[str]:
@@ -162,10 +256,11 @@ def render(instruction: Instruction) -> list[str]:
         return [f"{node.out} = {render_node(node)}" for node in instruction.nodes]
     if isinstance(instruction, Backward):
         args = []
-        if instruction.gradient is not None:
-            args.append(tensor_literal(instruction.gradient))
-        if instruction.retain_graph is not None:
-            args.append(f"retain_graph={instruction.retain_graph}")
+        for key, value in instruction.arguments.items():
+            if key == "gradient":
+                args.append(tensor_literal(value))  # positional, as users write it
+            else:
+                args.append(f"{key}={value}")
         return [f"{instruction.loss}.backward({', '.join(args)})"]
     if isinstance(instruction, MakeSGD):
         groups = ", ".join(_render_group(group) for group in instruction.groups)
@@ -174,12 +269,19 @@ def render(instruction: Instruction) -> list[str]:
     if isinstance(instruction, Step):
         return ["opt.step()"]
     if isinstance(instruction, ZeroGrad):
-        return [f"opt.zero_grad(set_to_none={instruction.set_to_none})"]
+        args = ", ".join(f"{key}={value}" for key, value in instruction.arguments.items())
+        return [f"opt.zero_grad({args})"]
     if isinstance(instruction, SetGradNone):
         return [f"{instruction.param}.grad = None"]
     if isinstance(instruction, SetHyperparameter):
         value = _scalar(instruction.value)
         return [f'opt.param_groups[{instruction.group}]["{instruction.key}"] = {value}']
+    if isinstance(instruction, Update):
+        code = UPDATE_FORMS[instruction.form]
+        return code.format(p=instruction.param, s=_scalar(instruction.scalar)).splitlines()
+    if isinstance(instruction, EditGrad):
+        code = GRAD_EDIT_FORMS[instruction.form]
+        return [code.format(p=instruction.param, s=_scalar(instruction.scalar))]
     raise TypeError(f"not an instruction: {instruction!r}")
 
 

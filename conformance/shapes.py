@@ -14,11 +14,6 @@ import numpy as np
 Shape = tuple[int, ...]
 
 
-def numpy_index(index: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Integer lists as lists (advanced indexing), everything else as it is."""
-    return tuple(list(part) if isinstance(part, tuple) else part for part in index)
-
-
 def result_shape(op: str, shapes: Sequence[Shape | None], params: Mapping[str, Any]) -> Shape:
     """The shape ``op`` produces from operands of ``shapes`` (None: a Python scalar)."""
     arrays = [np.zeros(shape) if shape is not None else 0.0 for shape in shapes]
@@ -37,7 +32,7 @@ def result_shape(op: str, shapes: Sequence[Shape | None], params: Mapping[str, A
     if op == "unsqueeze":
         return np.expand_dims(first, params["dim"]).shape
     if op == "getitem":
-        return np.asarray(first)[numpy_index(params["index"])].shape
+        return np.asarray(first)[params["index"]].shape  # NumPy reads every index form as torch
     if op == "cat":
         return np.concatenate(arrays, axis=params["dim"]).shape
     if op == "stack":

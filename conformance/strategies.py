@@ -17,7 +17,10 @@ from hypothesis.errors import InvalidArgument
 from conformance.adapter import HYPERPARAMETERS, Capabilities
 from conformance.graphs import Draw, GraphInfo, forwards, values
 from conformance.program import (
+    GRAD_EDIT_FORMS,
+    OMITTED,
     Backward,
+    EditGrad,
     Group,
     Instruction,
     MakeSGD,
@@ -26,6 +29,7 @@ from conformance.program import (
     SetGradNone,
     SetHyperparameter,
     Step,
+    Update,
     ZeroGrad,
 )
 
@@ -64,17 +68,33 @@ def params(
     return tuple(drawn)
 
 
+SGD_DEFAULTS: dict[str, Any] = {"lr": 0.001, "momentum": 0.0, "dampening": 0.0,
+                                "weight_decay": 0.0, "nesterov": False, "maximize": False}
+"""torch.optim.SGD's defaults (torch-semantics §9): what a hyperparameter no one passes is."""
+
+
 @st.composite
-def hyperparameters(draw: Draw, capabilities: Capabilities) -> dict[str, Any]:
-    """Valid SGD hyperparameters (every one the engine supports); nesterov only where valid."""
-    drawn: dict[str, Any] = {"lr": draw(LEARNING_RATES)}
+def hyperparameters(
+    draw: Draw, capabilities: Capabilities, *, inherited: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Valid SGD hyperparameters as a user passes them: each supported one is passed or left
+    out about equally often (``{}`` is ``SGD(params)``, torch's defaults). ``inherited`` is
+    what a param group falls back on (the constructor's arguments over SGD's defaults), so
+    nesterov is drawn only where the values in effect make it valid."""
+    drawn: dict[str, Any] = {}
+    if draw(st.booleans()):
+        drawn["lr"] = draw(LEARNING_RATES)
     for name in ("momentum", "dampening", "weight_decay"):
-        drawn[name] = draw(FACTORS) if capabilities.supports(f"hyper:{name}") else 0.0
-    nesterov_valid = drawn["momentum"] > 0 and drawn["dampening"] == 0
-    drawn["nesterov"] = (
-        capabilities.supports("hyper:nesterov") and nesterov_valid and draw(st.booleans())
-    )
-    drawn["maximize"] = capabilities.supports("hyper:maximize") and draw(st.booleans())
+        if capabilities.supports(f"hyper:{name}") and draw(st.booleans()):
+            drawn[name] = draw(FACTORS)
+    effective = {**SGD_DEFAULTS, **(inherited or {}), **drawn}
+    nesterov_valid = effective["momentum"] > 0 and effective["dampening"] == 0
+    if capabilities.supports("hyper:nesterov") and draw(st.booleans()):
+        drawn["nesterov"] = nesterov_valid and draw(st.booleans())
+    if capabilities.supports("hyper:maximize") and draw(st.booleans()):
+        drawn["maximize"] = draw(st.booleans())
+    if not nesterov_valid and {**(inherited or {}), **drawn}.get("nesterov"):
+        drawn["nesterov"] = False  # an inherited nesterov=True would not be valid here
     return drawn
 
 
@@ -116,7 +136,8 @@ def param_groups(
     defaults = draw(hyperparameters(capabilities))
     groups = []
     for start, stop in itertools.pairwise(bounds):
-        overrides = draw(hyperparameters(capabilities)) if count > 1 else {}
+        # Each group overrides any subset of keys (often none) and inherits the rest.
+        overrides = draw(hyperparameters(capabilities, inherited=defaults)) if count > 1 else {}
         groups.append(Group(tuple(held[start:stop]), overrides))
     return MakeSGD(tuple(groups), defaults)
 
@@ -128,6 +149,11 @@ def graphs(
     those of ``ops`` it supports) and, unless it declared them unsupported, boolean masks."""
     op_set = capabilities.ops if ops is None else capabilities.ops & set(ops)
     return forwards(ops=op_set, masks=capabilities.bool_masks, **options)
+
+
+ACTIONS = ("forward_backward", "backward_again", "step", "zero_grad", "set_grad_none",
+           "set_hyperparameter", "update", "edit_grad")
+"""What :func:`programs` draws instructions from (see its docstring)."""
 
 
 @st.composite
@@ -145,20 +171,25 @@ def programs(
 ) -> Program:
     """A whole training loop: params, an SGD, then a drawn sequence of actions.
 
-    Actions: "forward_backward" (a new loss over a drawn subset of params, then its backward),
-    "backward_again" (another backward through an earlier loss, retain_graph drawn), "step",
-    "zero_grad" (set_to_none drawn), "set_grad_none", "set_hyperparameter". Losses use drawn
-    subsets of params, so some grads stay None and some params get their first grad late.
+    Actions (:data:`ACTIONS`): "forward_backward" (a new loss over a drawn subset of params,
+    then its backward), "backward_again" (another backward through an earlier loss),
+    "step", "zero_grad", "set_grad_none", "set_hyperparameter", "update" (a user's in-place
+    update of a param under ``no_grad`` or through ``.data``), "edit_grad" (a user's in-place
+    edit of a grad). Optional arguments are passed or left out as a user would
+    (:func:`backward_calls`, :func:`zero_grad_calls`). Losses use drawn subsets of params, so
+    some grads stay None and some params get their first grad late.
     """
     _check_range("instructions", min_instructions, max_instructions)
-    known = ("forward_backward", "backward_again", "step", "zero_grad", "set_grad_none",
-             "set_hyperparameter")
-    chosen_actions = list(actions or known)
+    chosen_actions = list(actions or ACTIONS)
     for action in chosen_actions:
-        if action not in known:
-            raise InvalidArgument(f"unknown action {action!r}; known: {', '.join(known)}")
-    if not capabilities.supports("set_hyperparameter") and "set_hyperparameter" in chosen_actions:
-        chosen_actions.remove("set_hyperparameter")
+        if action not in ACTIONS:
+            raise InvalidArgument(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
+    unsupported = {"set_hyperparameter": not capabilities.supports("set_hyperparameter"),
+                   "update": not update_forms(capabilities),
+                   "edit_grad": not capabilities.supports("edit_grad")}
+    chosen_actions = [action for action in chosen_actions if not unsupported.get(action)]
+    if not chosen_actions:
+        raise InvalidArgument(f"the engine supports none of the actions {actions}")
     drawn_params = draw(params(capabilities, min_size=min_params, max_size=max_params))
     names = [p.name for p in drawn_params]
     make = draw(param_groups(capabilities, names))
@@ -174,24 +205,108 @@ def programs(
                                ops=ops, max_ops=max_ops))
             losses.append(info)
             instructions.append(info.forward)
-            instructions.append(Backward(info.forward.loss, draw(_retain())))
+            instructions.append(draw(backward_calls(capabilities, info.forward.loss)))
         elif action == "backward_again":
             info = draw(st.sampled_from(losses))
-            instructions.append(Backward(info.forward.loss, draw(_retain())))
+            instructions.append(draw(backward_calls(capabilities, info.forward.loss)))
         elif action == "step":
             instructions.append(Step())
         elif action == "zero_grad":
-            keep_ok = capabilities.supports("zero_grad_keep")
-            instructions.append(ZeroGrad(set_to_none=not keep_ok or draw(st.booleans())))
+            instructions.append(draw(zero_grad_calls(capabilities)))
         elif action == "set_grad_none":
             instructions.append(SetGradNone(draw(st.sampled_from(names))))
         elif action == "set_hyperparameter":
             instructions.append(draw(_set_hyperparameter(capabilities, make)))
+        elif action == "update":
+            instructions.append(draw(updates(capabilities, draw(st.sampled_from(names)))))
+        elif action == "edit_grad":
+            instructions.append(draw(grad_edits(draw(st.sampled_from(names)))))
     return Program(drawn_params, tuple(instructions))
 
 
-def _retain() -> st.SearchStrategy[bool | None]:
-    return st.sampled_from([None, True, False])
+def backward_calls(
+    capabilities: Capabilities, loss: str, *, retain_graph: bool | None = OMITTED
+) -> st.SearchStrategy[Backward]:
+    """``loss.backward(...)`` as users write it: ``retain_graph`` left out about half the time,
+    else True, False or None; ``create_graph=True`` sometimes, where the engine supports it.
+    A given ``retain_graph`` is passed as it is (``OMITTED``: drawn)."""
+    retain = (st.one_of(st.just(OMITTED), st.sampled_from([True, False, None]))
+              if retain_graph is OMITTED else st.just(retain_graph))
+    create = (st.sampled_from([OMITTED, OMITTED, OMITTED, True, False])
+              if capabilities.supports("create_graph") else st.just(OMITTED))
+    return st.builds(Backward, st.just(loss), retain_graph=retain, create_graph=create)
+
+
+def zero_grad_calls(capabilities: Capabilities) -> st.SearchStrategy[ZeroGrad]:
+    """``opt.zero_grad()`` about half the time, else ``set_to_none=True`` or ``False`` (where
+    the engine supports it)."""
+    passed = [True, False] if capabilities.supports("zero_grad_keep") else [True]
+    return st.one_of(st.just(ZeroGrad()), st.sampled_from(passed).map(ZeroGrad))
+
+
+def update_forms(capabilities: Capabilities) -> list[str]:
+    """The forms of :data:`conformance.program.UPDATE_FORMS` the engine supports."""
+    forms = []
+    if capabilities.supports("update_no_grad"):
+        forms += ["isub", "sub_", "add_", "mul_"]
+    if capabilities.supports("update_data"):
+        forms.append("data")
+    return forms
+
+
+@st.composite
+def updates(draw: Draw, capabilities: Capabilities, param: str, *,
+            forms: Sequence[str] | None = None) -> Update:
+    """A user's in-place update of ``param`` in a drawn supported form (or one of ``forms``):
+    a learning rate for the ``-=``-like forms, a decay factor for ``mul_``."""
+    form = draw(st.sampled_from(list(forms or update_forms(capabilities))))
+    scalar = draw(st.sampled_from([0.9, 0.5, 0.0]) if form == "mul_" else LEARNING_RATES)
+    return Update(param, form, scalar)
+
+
+@st.composite
+def grad_edits(draw: Draw, param: str) -> EditGrad:
+    """A user's in-place edit of ``param.grad``: ``zero_()``, ``mul_(s)`` or ``div_(s)``."""
+    form = draw(st.sampled_from(list(GRAD_EDIT_FORMS)))
+    if form == "zero_":
+        return EditGrad(param, form)
+    scalar = draw(st.sampled_from([0.5, 2.0, 0.0] if form == "mul_" else [2.0, 4.0, 3.0]))
+    return EditGrad(param, form, scalar)
+
+
+@st.composite
+def hand_written_loops(
+    draw: Draw, capabilities: Capabilities, *, min_epochs: int = 1, max_epochs: int = 4,
+    max_ops: int = 4,
+) -> Program:
+    """Seed example D's loop, with no optimizer: each epoch a loss over every param, its
+    backward, a hand-written update of each param (one form per loop, as a user writes it),
+    then each grad zeroed (``w.grad.zero_()``) or set to None. Sometimes the backward retains
+    the graph and a later backward goes through it again after the update: that raises where
+    the update bumped a saved param's version (``no_grad``) and silently uses the new values
+    where it did not (``.data``)."""
+    _check_range("epochs", min_epochs, max_epochs)
+    forms = update_forms(capabilities)
+    if not forms:
+        raise InvalidArgument("the engine supports no hand-written update form")
+    drawn_params = draw(params(capabilities))
+    names = [p.name for p in drawn_params]
+    form = draw(st.sampled_from(forms))
+    reset = draw(st.sampled_from(["zero_", "none"] if capabilities.supports("edit_grad")
+                                 else ["none"]))
+    instructions: list[Instruction] = []
+    for epoch in range(draw(st.integers(min_epochs, max_epochs))):
+        info = draw(graphs(capabilities, loss=f"loss{epoch}", params=drawn_params,
+                           min_inputs=len(drawn_params), max_ops=max_ops))
+        retain = draw(st.sampled_from([OMITTED, OMITTED, True]))
+        instructions += [info.forward, Backward(info.forward.loss, retain_graph=retain)]
+        for name in names:
+            instructions.append(draw(updates(capabilities, name, forms=[form])))
+        if retain is True and draw(st.booleans()):
+            instructions.append(Backward(info.forward.loss))
+        for name in names:
+            instructions.append(EditGrad(name, "zero_") if reset == "zero_" else SetGradNone(name))
+    return Program(drawn_params, tuple(instructions))
 
 
 @st.composite

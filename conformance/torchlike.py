@@ -10,6 +10,7 @@ and, if the engine words its errors differently, extend ``error_patterns``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -34,6 +35,10 @@ TORCH_ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
     (ValueError, "empty parameter list", ErrorKind.EMPTY_PARAMETER_LIST),
     (ValueError, "more than one parameter group", ErrorKind.DUPLICATE_PARAMETER),
     (ValueError, "can't optimize a non-leaf Tensor", ErrorKind.NON_LEAF_PARAMETER),
+    # A hand-written update or grad edit while the grad is None: `lr * w.grad` and
+    # `w.add_(w.grad, ...)` raise TypeError, `w.grad.zero_()` AttributeError.
+    (TypeError, "NoneType", ErrorKind.NONE_GRAD),
+    (AttributeError, "'NoneType' object has no attribute", ErrorKind.NONE_GRAD),
 )
 
 Impl = Callable[[Any, Sequence[Any], Mapping[str, Any]], Any]
@@ -87,17 +92,14 @@ TORCH_LIKE_OPS: dict[str, Impl] = {
 }
 
 
-def _torch_index(module: Any, index: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Integer lists become lists (torch's advanced indexing), masks become bool tensors."""
-    converted: list[Any] = []
-    for part in index:
-        if isinstance(part, tuple):
-            converted.append(list(part))
-        elif isinstance(part, np.ndarray):
-            converted.append(module.tensor(part))
-        else:
-            converted.append(part)
-    return tuple(converted)
+def _torch_index(module: Any, index: Any) -> Any:
+    """The index as the script writes it: the same int, slice, list or tuple; NumPy arrays
+    (index tensors and masks) become the engine's tensors."""
+    if isinstance(index, tuple):
+        return tuple(_torch_index(module, part) for part in index)
+    if isinstance(index, np.ndarray):
+        return module.tensor(index)
+    return index
 
 
 class TorchLikeEngine(Engine):
@@ -122,9 +124,14 @@ class TorchLikeEngine(Engine):
     def apply(self, op: str, operands: Sequence[Any], params: Mapping[str, Any]) -> Any:
         return TORCH_LIKE_OPS[op](self.module, operands, params)
 
-    def backward(self, loss: Any, *, gradient: np.ndarray | None, retain_graph: bool | None) -> None:
-        grad_tensor = None if gradient is None else self.module.tensor(gradient)
-        loss.backward(grad_tensor, retain_graph=retain_graph)
+    def backward(self, loss: Any, **arguments: Any) -> None:
+        positional = ()
+        if "gradient" in arguments:
+            positional = (self.module.tensor(arguments.pop("gradient")),)
+        with warnings.catch_warnings():
+            # torch warns about a parameter/grad reference cycle on every create_graph backward
+            warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph")
+            loss.backward(*positional, **arguments)
 
     def grad(self, param: Any) -> Any | None:
         return param.grad
@@ -139,21 +146,46 @@ class TorchLikeEngine(Engine):
         return bool(storage.data_ptr() == second.untyped_storage().data_ptr())
 
     def sgd(self, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> Any:
-        # Hyperparameters declared unsupported arrive only at their neutral value (0 or False):
-        # leave them out, for engines whose SGD has no such argument.
-        supported = {key: value for key, value in defaults.items()
-                     if key == "lr" or self.capabilities.supports(f"hyper:{key}")}
-        options = {**supported, **self.sgd_options}
+        options = {**defaults, **self.sgd_options}
         return self.module.optim.SGD([dict(group) for group in groups], **options)
 
     def step(self, optimizer: Any) -> None:
         optimizer.step()
 
-    def zero_grad(self, optimizer: Any, *, set_to_none: bool) -> None:
-        optimizer.zero_grad(set_to_none=set_to_none)
+    def zero_grad(self, optimizer: Any, **arguments: Any) -> None:
+        optimizer.zero_grad(**arguments)
 
     def set_hyperparameter(self, optimizer: Any, group: int, key: str, value: Any) -> None:
         optimizer.param_groups[group][key] = value
+
+    def update(self, param: Any, form: str, scalar: float) -> Any:
+        # Each branch is the code conformance.program.UPDATE_FORMS prints for it.
+        if form == "data":
+            param.data.sub_(scalar * param.grad)
+            return param
+        with self.module.no_grad():
+            if form == "isub":
+                param -= scalar * param.grad
+            elif form == "sub_":
+                param.sub_(scalar * param.grad)
+            elif form == "add_":
+                param.add_(param.grad, alpha=-scalar)
+            elif form == "mul_":
+                param.mul_(scalar)
+            else:
+                raise ValueError(f"unknown update form {form!r}")
+        return param
+
+    def edit_grad(self, param: Any, form: str, scalar: float) -> None:
+        # Each branch is the code conformance.program.GRAD_EDIT_FORMS prints for it.
+        if form == "zero_":
+            param.grad.zero_()
+        elif form == "mul_":
+            param.grad.mul_(scalar)
+        elif form == "div_":
+            param.grad.div_(scalar)
+        else:
+            raise ValueError(f"unknown grad edit {form!r}")
 
     def classify(self, error: Exception) -> ErrorKind | None:
         for error_type, fragment, kind in self.error_patterns:

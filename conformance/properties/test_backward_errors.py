@@ -45,4 +45,4 @@ def test_gradient_of_wrong_shape_raises(engine, data):
         label="gradient shape",
     )
     gradient = data.draw(cs.values(shape, info.dtype), label="gradient")
-    check_against_reference(engine, Program(params, (info.forward, Backward("out", None, gradient))))
+    check_against_reference(engine, Program(params, (info.forward, Backward("out", gradient=gradient))))

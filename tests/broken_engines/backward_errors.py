@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from conformance.engines.torch_engines import TorchEngine
@@ -26,10 +25,10 @@ class ImplicitOnesForNonScalar(_BackwardErrors):
 
     name = "implicit-ones-for-non-scalar"
 
-    def backward(self, loss: Any, *, gradient: np.ndarray | None,
-                 retain_graph: bool | None) -> None:
+    def backward(self, loss: Any, **arguments: Any) -> None:
+        gradient = arguments.pop("gradient", None)
         seed = torch.ones_like(loss) if gradient is None else torch.tensor(gradient)
-        loss.backward(seed, retain_graph=retain_graph)
+        loss.backward(seed, **arguments)
 
 
 class BroadcastsGradientArgument(_BackwardErrors):
@@ -42,13 +41,13 @@ class BroadcastsGradientArgument(_BackwardErrors):
 
     name = "broadcasts-gradient-argument"
 
-    def backward(self, loss: Any, *, gradient: np.ndarray | None,
-                 retain_graph: bool | None) -> None:
+    def backward(self, loss: Any, **arguments: Any) -> None:
+        gradient = arguments.pop("gradient", None)
         seed = None if gradient is None else torch.tensor(gradient)
         if seed is not None and seed.shape != loss.shape:
             with contextlib.suppress(RuntimeError):  # not broadcastable: torch raises its error
                 seed = seed.expand(loss.shape)
-        loss.backward(seed, retain_graph=retain_graph)
+        loss.backward(seed, **arguments)
 
 
 class ImplicitGradientOnlyForZeroDim(_BackwardErrors):
@@ -62,8 +61,7 @@ class ImplicitGradientOnlyForZeroDim(_BackwardErrors):
 
     name = "implicit-gradient-only-for-zero-dim"
 
-    def backward(self, loss: Any, *, gradient: np.ndarray | None,
-                 retain_graph: bool | None) -> None:
-        if gradient is None and loss.dim() != 0:
+    def backward(self, loss: Any, **arguments: Any) -> None:
+        if "gradient" not in arguments and loss.dim() != 0:
             raise RuntimeError("grad can be implicitly created only for scalar outputs")
-        super().backward(loss, gradient=gradient, retain_graph=retain_graph)
+        super().backward(loss, **arguments)

@@ -41,9 +41,9 @@ class ReferenceViaFunctions(ReferenceEngine):
             return getattr(self.module, op)(*operands)
         return super().apply(op, operands, params)
 
-    def zero_grad(self, optimizer: Any, *, set_to_none: bool) -> None:
-        if not set_to_none:
-            optimizer.zero_grad(set_to_none=False)
+    def zero_grad(self, optimizer: Any, **arguments: Any) -> None:
+        if not arguments.get("set_to_none", True):
+            optimizer.zero_grad(**arguments)
             return
         for group in optimizer.param_groups:
             for p in group["params"]:
