@@ -144,14 +144,18 @@ class SavedTensor:
     its own output does not form a reference cycle (torch saves outputs the same way).
     """
 
-    __slots__ = ("_counter", "_data", "_producer", "_saved_version")
+    __slots__ = ("_counter", "_data", "_producer", "_saved_version", "requires_grad")
 
-    def __init__(self, tensor: Tensor, producer: str | None) -> None:
+    def __init__(
+        self, tensor: Tensor, producer: str | None, *, requires_grad: bool | None = None
+    ) -> None:
         self._data: np.ndarray | None = tensor._data
         self._counter = tensor._version_counter
         self._saved_version = tensor._version_counter.value
         # "output 0 of MulBackward0" for a non-leaf, as torch names it in the message.
         self._producer = producer
+        # Whether a formula reading it computes, under create_graph, a grad that requires grad.
+        self.requires_grad = tensor._requires_grad if requires_grad is None else requires_grad
 
     def unpack(self) -> np.ndarray:
         if self._data is None:
@@ -201,6 +205,12 @@ class Node:
     def apply(self, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
         raise NotImplementedError
 
+    def grads_require_grad(self, incoming: bool) -> tuple[bool, ...]:
+        """Under ``create_graph``: per next node, whether the grad passed to it requires grad,
+        given whether the incoming grad does. A vector-Jacobian product is linear in the
+        incoming grad, so by default each output of it requires grad iff that does."""
+        return (incoming,) * len(self.next_nodes)
+
     def release(self) -> None:
         """Free what was saved for backward (after a backward without ``retain_graph``)."""
 
@@ -222,6 +232,8 @@ class OpSpec(Protocol):
     def grad_fn_name(self) -> str: ...
 
     def vjp(self, node: FunctionNode, grad: np.ndarray) -> tuple[np.ndarray | None, ...]: ...
+
+    def grads_require_grad(self, node: FunctionNode, incoming: bool) -> tuple[bool, ...]: ...
 
 
 class FunctionNode(Node):
@@ -253,6 +265,9 @@ class FunctionNode(Node):
     def apply(self, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
         return self.op.vjp(self, grad)
 
+    def grads_require_grad(self, incoming: bool) -> tuple[bool, ...]:
+        return self.op.grads_require_grad(self, incoming)
+
     def release(self) -> None:
         for saved in self.saved.values():
             for item in saved if isinstance(saved, tuple) else (saved,):
@@ -283,12 +298,23 @@ class AccumulateGrad(Node):
     def name(self) -> str:
         return "AccumulateGrad"
 
-    def accumulate(self, grad: np.ndarray, in_place: bool = True) -> None:
+    def accumulate(
+        self, grad: np.ndarray, in_place: bool = True, *, requires_grad: bool = False
+    ) -> None:
+        """Add ``grad`` into the leaf's ``.grad`` (torch's AccumulateGrad::accumulateGrad).
+
+        ``in_place=False`` is ``create_graph=True`` (grad mode on during backward): the first
+        grad is a copy and later ones a new sum, each carrying history (``requires_grad``)
+        when ``grad`` does or, for a sum, the old grad did. In place (grad mode off) the grad
+        keeps its object and its flags, even one that requires grad from an earlier
+        create_graph backward (measured on torch 2.13)."""
         variable = self.variable
         existing = variable._grad
         if existing is None:
             # A fresh tensor: the incoming array may be shared with other branches or the user.
             variable._grad = type(variable)._wrap(np.array(grad, dtype=variable.dtype, copy=True))
+            if requires_grad and not in_place:
+                mark_history(variable._grad, "CopyBackwards")
         elif in_place:
             # So a reference the user holds to .grad sees the new value.
             existing._data += grad
@@ -296,6 +322,34 @@ class AccumulateGrad(Node):
         else:
             # create_graph=True: torch adds out of place, the sum being a new tensor.
             variable._grad = type(variable)._wrap(np.asarray(existing._data + grad))
+            if requires_grad or existing._requires_grad:
+                mark_history(variable._grad, "AddBackward0")
+
+
+class GradHistory(Node):
+    """The ``grad_fn`` of a gradient computed under ``create_graph=True`` from tensors that
+    require grad: it makes the gradient a non-leaf that requires grad, as in torch, and
+    carries no graph. Higher-order gradients are out of the reference's scope."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self.seq = next(_function_sequence)
+        self.next_nodes = ()
+        self.input_meta = ()
+        self._name = name
+
+    def name(self) -> str:
+        return self._name
+
+    def apply(self, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
+        raise NotImplementedError("higher-order gradients are out of the reference's scope")
+
+
+def mark_history(tensor: Tensor, name: str) -> None:
+    """Make ``tensor`` a non-leaf that requires grad, with a :class:`GradHistory`."""
+    tensor._requires_grad = True
+    tensor.grad_fn = GradHistory(name)
 
 
 class GraphRoot(Node):
@@ -408,6 +462,9 @@ def run_backward(
     needed = None if capture is None else _needed_for(root, capture)
     dependencies = _count_dependencies(root, needed)
     buffers: dict[Node, np.ndarray] = {root: grad}
+    # Under create_graph: whether the grad buffered for a node requires grad (the root's,
+    # the gradient argument or ones, does not: a gradient that requires grad is out of scope).
+    requires: dict[Node, bool] = {root: False}
     captured: dict[Node, np.ndarray] = {}
     ready: list[tuple[int, Node]] = [(-root.seq, root)]
     with np.errstate(all="ignore"):
@@ -422,22 +479,26 @@ def run_backward(
                 if not any(needed[child] for child in node.next_nodes if child is not None):
                     continue  # nothing downstream is wanted: torch does not run it
             elif isinstance(node, AccumulateGrad):
-                node.accumulate(node_grad, in_place=not create_graph)
+                node.accumulate(node_grad, in_place=not create_graph,
+                                requires_grad=requires.pop(node, False))
                 continue
             else:
                 node.retain(node_grad)
+            flags = node.grads_require_grad(requires.pop(node, False)) if create_graph else None
             input_grads = node.apply(node_grad)
             if not keep_graph:
                 node.release()
-            for next_node, meta, input_grad in zip(
+            for position, (next_node, meta, input_grad) in enumerate(zip(
                 node.next_nodes, node.input_meta, input_grads, strict=True
-            ):
+            )):
                 if next_node is None or (needed is not None and not needed[next_node]):
                     continue
                 if input_grad is not None:
                     input_grad = _conform(np.asarray(input_grad), meta)
                     pending = buffers.get(next_node)
                     buffers[next_node] = input_grad if pending is None else pending + input_grad
+                    if flags is not None:
+                        requires[next_node] = requires.get(next_node, False) or flags[position]
                 dependencies[next_node] -= 1
                 if dependencies[next_node] == 0:
                     heapq.heappush(ready, (-next_node.seq, next_node))

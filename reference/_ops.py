@@ -73,6 +73,9 @@ class OpDef:
     outputs: tuple[str, ...] = ("result",)
     is_view: bool = False
     variadic: bool = False
+    # False where the formulas read saved tensors only through comparisons (masks of maxima,
+    # of clamp's range): torch's grads then carry no history under create_graph.
+    grad_reads_values: bool = True
     saved_by_input: dict[str, tuple[str, ...]] = field(init=False)
     differentiable: tuple[bool, ...] = field(init=False)
     cast_mask: tuple[bool, ...] = field(init=False)
@@ -99,6 +102,29 @@ class OpDef:
             derivative = self.derivatives[name]
             input_grads.append(derivative.formula(grad, *(values[n] for n in derivative.uses)))
         return tuple(input_grads)
+
+    def grads_require_grad(self, node: FunctionNode, incoming: bool) -> tuple[bool, ...]:
+        """Under ``create_graph``: an input's grad requires grad when the incoming grad does or
+        its formula reads a saved tensor that requires grad (``mul`` by a param: yes; by a
+        constant, ``sum``, ``view``, indexing: no), which is how torch's double-backward graph
+        comes out (measured on torch 2.13, e.g. ``(p * p).sum()`` vs ``(p * 2).sum()``)."""
+        def reads_history(derivative: Derivative) -> bool:
+            if not self.grad_reads_values:
+                return False
+            for name in derivative.uses:
+                saved = node.saved.get(name)
+                items = saved if isinstance(saved, tuple) else (saved,)
+                if any(item is not None and item.requires_grad for item in items):
+                    return True
+            return False
+
+        if self.variadic:
+            flag = incoming or reads_history(self.derivatives[self.inputs[0]])
+            return (flag,) * len(node.next_nodes)
+        return tuple(
+            incoming or (name in self.derivatives and reads_history(self.derivatives[name]))
+            for name in self.inputs
+        )
 
     def _unpack(self, node: FunctionNode) -> dict[str, Any]:
         # Everything saved is unpacked before any formula runs, as torch's generated
@@ -130,6 +156,7 @@ def _op(
     is_view: bool = False,
     variadic: bool = False,
     casts_saved: bool = True,
+    grad_reads_values: bool = True,
     **derivatives: Callable[..., Any],
 ) -> OpDef:
     return OpDef(
@@ -143,6 +170,7 @@ def _op(
         is_view=is_view,
         variadic=variadic,
         casts_saved=casts_saved,
+        grad_reads_values=grad_reads_values,
     )
 
 
@@ -563,7 +591,7 @@ OPS: dict[str, OpDef] = {
     "round": _op("RoundBackward0", np.round, self=_zeros_like),
     "floor": _op("FloorBackward0", np.floor, self=_zeros_like),
     "ceil": _op("CeilBackward0", np.ceil, self=_zeros_like),
-    "clamp": _op("ClampBackward1", _numerics.clamp, self=_clamp_backward),
+    "clamp": _op("ClampBackward1", _numerics.clamp, grad_reads_values=False, self=_clamp_backward),
     # reductions; torch names the full reduction ...Backward0 and the one over dims ...Backward1
     **{
         key: _op(name, _numerics.reduce_sum, self=_sum_backward)
@@ -573,8 +601,10 @@ OPS: dict[str, OpDef] = {
         key: _op(name, _mean, self=_mean_backward)
         for key, name in (("mean", "MeanBackward0"), ("mean_dim", "MeanBackward1"))
     },
-    "max": _op("MaxBackward1", lambda self: np.asarray(np.max(self)), self=_evenly_distribute_backward),
-    "min": _op("MinBackward1", lambda self: np.asarray(np.min(self)), self=_evenly_distribute_backward),
+    "max": _op("MaxBackward1", lambda self: np.asarray(np.max(self)), grad_reads_values=False,
+               self=_evenly_distribute_backward),
+    "min": _op("MinBackward1", lambda self: np.asarray(np.min(self)), grad_reads_values=False,
+               self=_evenly_distribute_backward),
     "max_dim": _op(
         "MaxBackward0",
         lambda self, dim, keepdim: _max_dim(self, dim, keepdim, largest=True),
@@ -591,11 +621,13 @@ OPS: dict[str, OpDef] = {
         "AmaxBackward0",
         lambda self, dim, keepdim: _extreme(self, dim, keepdim, largest=True),
         self=_scale_grad_by_count,
+        grad_reads_values=False,
     ),
     "amin": _op(
         "AminBackward0",
         lambda self, dim, keepdim: _extreme(self, dim, keepdim, largest=False),
         self=_scale_grad_by_count,
+        grad_reads_values=False,
     ),
     # binary selections
     "maximum": _op(
@@ -605,6 +637,7 @@ OPS: dict[str, OpDef] = {
         promotion="inputs",
         self=lambda grad, self, other: _maximum_backward(grad, self, other, self < other),
         other=lambda grad, self, other: _maximum_backward(grad, self, other, self > other),
+        grad_reads_values=False,
     ),
     "minimum": _op(
         "MinimumBackward0",
@@ -613,6 +646,7 @@ OPS: dict[str, OpDef] = {
         promotion="inputs",
         self=lambda grad, self, other: _maximum_backward(grad, self, other, self > other),
         other=lambda grad, self, other: _maximum_backward(grad, self, other, self < other),
+        grad_reads_values=False,
     ),
     "where": _op(
         "WhereBackward0",
@@ -862,9 +896,10 @@ def _saved_tensors(
         return SavedTensor(tensor, _producer(tensor))
     if name in op.outputs:
         position = op.outputs.index(name)
-        # Only the differentiable output (the first) has a grad_fn to name.
+        # Only the differentiable output (the first) has a grad_fn to name, and requires grad
+        # (it is being recorded now, so its flag is not set yet).
         producer = f"output 0 of {_forward_name(op.grad_fn_name)}" if position == 0 else None
-        return SavedTensor(results[position], producer)
+        return SavedTensor(results[position], producer, requires_grad=position == 0)
     value = attrs[name]
     if isinstance(value, Tensor):
         return SavedTensor(value, _producer(value))

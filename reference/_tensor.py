@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reference import _autograd
-from reference._autograd import VersionCounter, _GradMode
+from reference._autograd import GradHistory, VersionCounter, _GradMode, mark_history
 from reference._dtypes import (
     DEFAULT_FLOAT,
     can_cast,
@@ -73,7 +73,7 @@ class Tensor:
 
     _data: np.ndarray
     _requires_grad: bool
-    grad_fn: _autograd.FunctionNode | None
+    grad_fn: _autograd.FunctionNode | _autograd.GradHistory | None
     _grad: Tensor | None
     _version_counter: VersionCounter
     _retains_grad: bool
@@ -234,8 +234,8 @@ class Tensor:
         """Keep this non-leaf's gradient in ``.grad`` after backward (out of place each time)."""
         if not self._requires_grad:
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
-        if self.grad_fn is None or self._retains_grad:
-            return
+        if not isinstance(self.grad_fn, _autograd.FunctionNode) or self._retains_grad:
+            return  # a leaf, or a create_graph grad (whose history the reference does not keep)
         self._retains_grad = True
         self.grad_fn.retained = weakref.ref(self)
 
@@ -376,9 +376,14 @@ class Tensor:
                 raise RuntimeError(
                     "a view of a leaf Variable that requires grad is being used in an in-place operation."
                 )
+            if isinstance(self.grad_fn, GradHistory):
+                return  # a create_graph grad (w.grad.zero_()): still requires grad, as in torch
             raise NotImplementedError(_IN_PLACE_ON_GRAPH)
         if any(other._requires_grad for other in others):
-            raise NotImplementedError(_IN_PLACE_ON_GRAPH)
+            # In torch the written tensor joins the graph (w.data.sub_(lr * w.grad) after a
+            # create_graph backward): it requires grad from now on; backward through it is
+            # out of the reference's scope, and says so if reached.
+            mark_history(self, "InPlaceBackward")
 
     def _write(self, value: np.ndarray) -> Tensor:
         """Store ``value`` into this tensor's storage and bump its version counter."""
