@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         seed="derandomized" if args.profile == "ci" else "random",
         versions=versions(),
-        results=sorted(collector.results.values(), key=lambda r: r.id),
+        results=collector.finished_results(),
         exit_code=exit_code,
         runtime_s=round(runtime, 1),
         deviations=[{"properties": list(d.properties), "reason": d.reason, "evidence": d.evidence}

@@ -150,13 +150,16 @@ class Worker:
                 self._await_ready()
             stderr_offset = self._stderr_size()
             self._send(("run", program))
-            return self._collect(program, stderr_offset)
+            reply = self._collect(program, stderr_offset)
         except (WorkerCrash, WorkerError):
             raise
         except BaseException:
             # KeyboardInterrupt, or an error while reading: the protocol is out of step.
             self.close()
             raise
+        if isinstance(reply, BaseException):  # the engine raised; the worker lives on
+            raise reply
+        return reply
 
     def _await_ready(self) -> None:
         message = self._receive(time.monotonic() + STARTUP_TIMEOUT_S)
@@ -170,7 +173,8 @@ class Worker:
                               f"{tail}")
         self._ready = True
 
-    def _collect(self, program: Any, stderr_offset: int) -> list[Any]:
+    def _collect(self, program: Any, stderr_offset: int) -> list[Any] | BaseException:
+        """The trace, or the exception the run raised in the worker (to raise in ``run``)."""
         __tracebackhide__ = True
         deadline = time.monotonic() + self.timeout_s
         trace: list[Any] = []
@@ -184,9 +188,9 @@ class Worker:
             elif kind == "done":
                 return trace if message[1] is None else message[1]
             elif kind == "crash":
-                raise EngineCrash(message[1], trace=message[2])
+                return EngineCrash(message[1], trace=message[2])
             elif kind == "error":
-                raise message[1]
+                return message[1]
             else:
                 raise WorkerError(f"unexpected message from the worker: {kind!r}")
 

@@ -147,9 +147,18 @@ class Collector:
 
     def __init__(self) -> None:
         self.results: dict[str, PropertyResult] = {}
+        self.finished: set[str] = set()
+        """Node ids with an outcome: a property interrupted after its setup has none."""
         self.started = time.perf_counter()
 
+    def finished_results(self) -> list[PropertyResult]:
+        """The results of the properties that ran to an outcome, by id."""
+        return sorted((r for nodeid, r in self.results.items() if nodeid in self.finished),
+                      key=lambda r: r.id)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or report.skipped or report.failed:
+            self.finished.add(report.nodeid)
         semantic, name = split_nodeid(report.nodeid)
         result = self.results.setdefault(
             report.nodeid, PropertyResult(f"{semantic}::{name}", semantic, name, "pass")

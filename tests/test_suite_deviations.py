@@ -102,17 +102,72 @@ class NamedTwice(TorchEngine):
 '''
 
 
+CRASHING = '''
+"""Engines whose process dies, built on the NumPy reference: with no torch to import, a fresh
+worker starts in a fraction of a second (shrinking a crash starts one per crashing program)."""
+import ctypes
+from typing import Any, ClassVar
+from conformance.adapter import KnownDeviation
+from conformance.engines.reference_engine import ReferenceEngine
+from conformance.interpret import crashed_at
+from conformance.program import Forward
+
+
+def _negative(index: Any) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    for part in parts:
+        values = part.tolist() if hasattr(part, "tolist") else part
+        values = values if isinstance(values, list) else [values]
+        if any(type(v) is int and v < 0 for v in values):
+            return True
+    return False
+
+
+class SegfaultsOnNegativeIndex(ReferenceEngine):
+    """A negative integer index is not wrapped: the kernel reads before the buffer (SIGSEGV).
+    The process dies, so the worker does; the partial trace still says where."""
+
+    name = "segfaults-on-negative-index"
+
+    def apply(self, op: str, operands: Any, params: Any) -> Any:
+        if op == "getitem" and _negative(params.get("index")):
+            ctypes.string_at(0)
+        return super().apply(op, operands, params)
+
+
+def _crashed_in_a_forward(program: Any, trace: Any) -> bool:
+    return isinstance(crashed_at(program, trace), Forward)
+
+
+class SegfaultScoped(SegfaultsOnNegativeIndex):
+    name = "segfault-scoped"
+    known_deviations: ClassVar = (KnownDeviation(
+        property="indexing::test_out_of_range_index_raises",
+        reason="a negative index segfaults", applies=_crashed_in_a_forward,
+    ),)
+
+
+class SegfaultUnscoped(SegfaultsOnNegativeIndex):
+    name = "segfault-unscoped"
+    known_deviations: ClassVar = (KnownDeviation(
+        property="indexing::test_out_of_range_index_raises", reason="a negative index segfaults",
+    ),)
+'''
+
+
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("engines")
     (folder / "deviating.py").write_text(textwrap.dedent(ENGINES))
+    (folder / "crashing.py").write_text(textwrap.dedent(CRASHING))
     return folder
 
 
 def _suite(folder: Path, engine: str, select: str, *options: str,
            **environ: str) -> subprocess.CompletedProcess[str]:
+    spec = engine if ":" in engine else f"deviating:{engine}"
     command = [sys.executable, "-m", "pytest", "--pyargs", "conformance",
-               "--engine", f"deviating:{engine}", "-k", select, "-p", "no:cacheprovider",
+               "--engine", spec, "-k", select, "-p", "no:cacheprovider",
                "-q", "-rA", "--hypothesis-profile=ci", *options]
     env = {**os.environ, "PYTHONPATH": str(folder), **environ}
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env,
@@ -136,6 +191,27 @@ def test_unscoped_crash_fails_every_other_property(engines: Path) -> None:
     assert result.returncode == 1, out[-3000:]
     assert "FAILED conformance/properties/test_sgd.py::test_steps_match_reference" in out, out
     assert "raised an exception its adapter does not classify" in out, out[-3000:]
+
+
+def test_a_scoped_deviation_names_a_segfault_by_its_instruction(engines: Path) -> None:
+    """The engine's worker dies; the trace it streamed up to the crash tells ``applies`` the
+    crashing instruction, so the crash is set aside elsewhere and still witnessed."""
+    result = _suite(engines, "crashing:SegfaultScoped",
+                    "test_out_of_range_index_raises or test_index_gradient")
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:]
+    assert "XFAIL conformance/properties/test_indexing.py::test_out_of_range_index_raises" in out
+    assert "PASSED conformance/properties/test_indexing.py::test_index_gradient" in out, out
+
+
+def test_an_unscoped_segfault_fails_every_other_property(engines: Path) -> None:
+    result = _suite(engines, "crashing:SegfaultUnscoped",
+                    "test_out_of_range_index_raises or test_index_gradient")
+    out = result.stdout
+    assert result.returncode == 1, out[-3000:]
+    assert "XFAIL conformance/properties/test_indexing.py::test_out_of_range_index_raises" in out
+    assert "FAILED conformance/properties/test_indexing.py::test_index_gradient" in out, out
+    assert "killed by signal SIGSEGV" in out, out[-3000:]
 
 
 @pytest.mark.parametrize("runxfail", [False, True])
