@@ -331,6 +331,10 @@ def _die_with_parent() -> None:
 
 def _worker_main() -> None:
     _die_with_parent()
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource  # no core files: shrinking a crash crashes the worker again and again
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     requests = os.fdopen(0, "rb", buffering=0)
     replies = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # what the engine prints goes to stderr, never into the protocol

@@ -52,21 +52,19 @@ class SegfaultsOnBadIndex(_Crashes):
             raise
 
 
-class AbortsOnFreedGraph(_Crashes):
-    """A backward through a graph whose saved tensors were freed fails an internal assertion
-    (``assert(saved != nullptr)`` in a build without ``NDEBUG``) and calls ``abort()``, where
-    torch raises "Trying to backward through the graph a second time"."""
+class AbortsOnZeroingAMissingGrad(_Crashes):
+    """``zero_grad(set_to_none=False)`` zeroes every param's grad in place without checking that
+    it exists: an internal assertion (``assert(grad.defined())``) fails and calls ``abort()``,
+    where torch skips the params whose grad is None."""
 
-    name = "aborts-on-freed-graph"
-    catches_in = ("retain_graph",)
+    name = "aborts-on-zeroing-a-missing-grad"
+    catches_in = ("zero_grad",)
 
-    def backward(self, loss: Any, **arguments: Any) -> None:
-        try:
-            super().backward(loss, **arguments)
-        except Exception as exc:
-            if self.classify(exc) is ErrorKind.FREED_GRAPH:
-                os.abort()
-            raise
+    def zero_grad(self, optimizer: Any, **arguments: Any) -> None:
+        if arguments.get("set_to_none") is False and any(
+                p.grad is None for group in optimizer.param_groups for p in group["params"]):
+            os.abort()
+        super().zero_grad(optimizer, **arguments)
 
 
 class ExitsOnInvalidHyperparameter(_Crashes):
@@ -89,12 +87,12 @@ class ExitsOnInvalidHyperparameter(_Crashes):
 class HangsOnGradientArgument(_Crashes):
     """``backward(gradient=...)`` hands the seed gradient to a worker thread and waits for it on
     a lock the thread never releases: a deadlock, so the process hangs. Only programs that pass
-    ``gradient=`` hang; the suite's per-program time limit (2 s here) turns each into a failure.
+    ``gradient=`` hang; the suite's per-program time limit (1 s here) turns each into a failure.
     """
 
     name = "hangs-on-gradient-argument"
     catches_in = ("accumulation::test_backward_with_gradient", "backward_errors")
-    suite_options = ("--program-timeout=2",)
+    suite_options = ("--program-timeout=1",)
 
     def backward(self, loss: Any, **arguments: Any) -> None:
         if arguments.get("gradient") is not None:
