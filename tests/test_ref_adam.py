@@ -424,6 +424,9 @@ def programs(
         for g, (a, b) in enumerate(itertools.pairwise(bounds))
     )
     defaults = hyperparameters(draw, kind, label="constructor")
+    if kind == "SGD" and reloads and "momentum" not in defaults:
+        # A round trip matters for SGD only through its momentum buffers: give most programs one.
+        defaults["momentum"] = draw(st.floats(0.0, 1.0), label="constructor: momentum")
     step_count = draw(st.integers(max(min_steps, 2 if none_grads else 1), max_steps), label="steps")
     steps = []
     for number in range(step_count):
@@ -506,3 +509,197 @@ def test_state_dict_round_trip_into_a_fresh_optimizer_continues_the_trajectory_e
         f"reference {program.kind}: with reloads vs without differ at trace{difference}\n"
         f"program:\n{program.script()}"
     )
+
+
+# --- Validation: same exception type and message as torch --------------------------------------
+
+NUMBER = st.one_of(
+    st.sampled_from([0.0, -0.0, 1.0, 0.5, -0.1, -1, 0, 1, 2, True, math.nan, math.inf, -math.inf]),
+    st.floats(-2.0, 2.0),
+)
+BETAS_ARGUMENT = st.one_of(
+    st.tuples(NUMBER, NUMBER),
+    st.lists(NUMBER, min_size=1, max_size=3),
+    st.tuples(NUMBER, NUMBER).map(list),
+)
+# Variant flags only in the combinations torch itself refuses (a flag torch accepts selects a
+# kernel the reference does not have, and the reference says so instead).
+FLAGS = st.sampled_from([{}, {"fused": True, "foreach": True}, {"fused": True, "differentiable": True}])
+PARAMS_FORMS = ("one leaf", "empty list", "non-leaf", "a tensor, not a list", "shared by two groups")
+
+
+def make_params(tl: Any, form: str) -> Any:
+    x = leaf(tl, [1.0, 2.0])
+    return {
+        "one leaf": lambda: [x],
+        "empty list": lambda: [],
+        "non-leaf": lambda: [x * 2.0],
+        "a tensor, not a list": lambda: x,
+        "shared by two groups": lambda: [{"params": [x]}, {"params": [x], "lr": 0.1}],
+    }[form]()
+
+
+def construct(tl: Any, kind: str, form: str, kwargs: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        opt = getattr(tl.optim, kind)(make_params(tl, form), **kwargs)
+    except Exception as error:  # any type: compared with torch's
+        return type(error).__name__, normalise_message(str(error))
+    groups = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+    return "constructed", (groups, opt.defaults)
+
+
+@PROPERTY
+@given(
+    kind=st.sampled_from(("Adam", "AdamW")),
+    form=st.sampled_from(PARAMS_FORMS),
+    kwargs=st.fixed_dictionaries(
+        {},
+        optional={"lr": NUMBER, "betas": BETAS_ARGUMENT, "eps": NUMBER, "weight_decay": NUMBER},
+    ),
+    flags=FLAGS,
+)
+def test_adam_constructor_raises_what_torch_raises(kind, form, kwargs, flags):
+    kwargs = {**kwargs, **flags}
+    got, expected = construct(reference, kind, form, kwargs), construct(torch, kind, form, kwargs)
+    difference = first_difference(got, expected)
+    assert difference is None, f"{kind}({form}, **{kwargs!r}):\n  reference {got!r}\n  torch     {expected!r}"
+
+
+# --- Fixed examples, each run on torch (proving it) and on the reference --------------------------
+
+
+def test_adam_and_adamw_defaults_are_torchs(tl):
+    common = {
+        "lr": 0.001,
+        "betas": (0.9, 0.999),
+        "eps": 1e-08,
+        "amsgrad": False,
+        "maximize": False,
+        "foreach": None,
+        "capturable": False,
+        "differentiable": False,
+        "fused": None,
+    }
+    adam = tl.optim.Adam([leaf(tl, [1.0])])
+    adamw = tl.optim.AdamW([leaf(tl, [1.0])])
+    assert adam.defaults == {**common, "weight_decay": 0, "decoupled_weight_decay": False}, adam.defaults
+    assert adamw.defaults == {**common, "weight_decay": 0.01, "decoupled_weight_decay": True}, adamw.defaults
+
+
+def test_adam_state_step_is_a_float32_scalar_for_float64_params(tl):
+    p = leaf(tl, [1.0, -2.0])
+    opt = tl.optim.Adam([p], lr=0.1, amsgrad=True)
+    p.grad = leaf(tl, [0.5, 0.25], requires_grad=False)
+    opt.step()
+    opt.step()
+    state = opt.state[p]
+    assert list(state) == ["step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"], list(state)
+    step = to_numpy(state["step"])
+    assert step.dtype == np.float32, f"state['step'].dtype = {step.dtype}, expected float32"
+    assert step.shape == (), f"state['step'].shape = {step.shape}, expected ()"
+    assert step == 2.0, f"state['step'] = {step} after two steps"
+    assert to_numpy(state["exp_avg"]).dtype == np.float64, "exp_avg must have the param's dtype"
+
+
+def test_adam_step_bumps_the_param_version_once_adamw_twice(tl):
+    p, q = leaf(tl, [1.0]), leaf(tl, [1.0])
+    p.grad = leaf(tl, [0.5], requires_grad=False)
+    q.grad = leaf(tl, [0.5], requires_grad=False)
+    tl.optim.Adam([p]).step()  # addcdiv_
+    tl.optim.AdamW([q]).step()  # mul_ (decoupled decay), then addcdiv_
+    assert (p._version, q._version) == (1, 2), f"versions {p._version}, {q._version}"
+
+
+def test_switching_amsgrad_on_after_a_step_raises_key_error(tl):
+    p = leaf(tl, [1.0])
+    opt = tl.optim.Adam([p])
+    p.grad = leaf(tl, [0.5], requires_grad=False)
+    opt.step()
+    opt.param_groups[0]["amsgrad"] = True
+    with pytest.raises(KeyError, match="max_exp_avg_sq"):
+        opt.step()
+
+
+def test_three_betas_are_accepted_then_step_fails_to_unpack(tl):
+    p = leaf(tl, [1.0])
+    opt = tl.optim.Adam([p], betas=[0.9, 0.99, 0.5])
+    assert opt.param_groups[0]["betas"] == (0.9, 0.99, 0.5), "betas are stored as a tuple"
+    p.grad = leaf(tl, [0.5], requires_grad=False)
+    with pytest.raises(ValueError, match=r"too many values to unpack \(expected 2\)"):
+        opt.step()
+    assert p not in opt.state, "the unpacking fails before any state is created"
+
+
+def test_capturable_on_cpu_creates_state_then_raises_at_step(tl):
+    p = leaf(tl, [1.0])
+    opt = tl.optim.Adam([p], capturable=True)
+    p.grad = leaf(tl, [0.5], requires_grad=False)
+    with pytest.raises(AssertionError, match="If capturable=True, params and state_steps must be on"):
+        opt.step()
+    assert to_numpy(opt.state[p]["step"]) == 0.0, "state exists, step not counted"
+
+
+LOAD_ERRORS = [
+    pytest.param(
+        lambda tl, p, q: [{"params": [p]}, {"params": [q]}],
+        "loaded state dict has a different number of parameter groups",
+        id="group count",
+    ),
+    pytest.param(
+        lambda tl, p, q: [p],
+        "loaded state dict contains a parameter group that doesn't match the size of optimizer's group",
+        id="group size",
+    ),
+]
+
+
+@pytest.mark.parametrize(("groups", "message"), LOAD_ERRORS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_load_state_dict_rejects_a_different_group_layout(tl, kind, groups, message):
+    p, q = leaf(tl, [1.0]), leaf(tl, [2.0])
+    saved = getattr(tl.optim, kind)([p, q], lr=0.1).state_dict()
+    with pytest.raises(ValueError, match="loaded state dict") as raised:
+        getattr(tl.optim, kind)(groups(tl, p, q), lr=0.1).load_state_dict(saved)
+    assert str(raised.value) == message, str(raised.value)
+
+
+def test_state_dict_uses_ids_in_param_order_and_shares_the_state(tl):
+    p, q, r = leaf(tl, [1.0]), leaf(tl, [2.0]), leaf(tl, [3.0])
+    opt = tl.optim.Adam([{"params": [q, p]}, {"params": [r], "lr": 0.5}], lr=0.1)
+    r.grad = leaf(tl, [1.0], requires_grad=False)
+    p.grad = leaf(tl, [1.0], requires_grad=False)
+    opt.step()
+    saved = opt.state_dict()
+    assert [g["params"] for g in saved["param_groups"]] == [[0, 1], [2]], saved["param_groups"]
+    assert list(saved["state"]) == [1, 2], f"state ids {list(saved['state'])}: p is id 1, r id 2"
+    assert saved["state"][1] is opt.state[p], "state_dict() must not copy a param's state"
+    assert saved["param_groups"][1]["lr"] == 0.5, saved["param_groups"][1]
+
+
+def test_load_state_dict_shares_same_dtype_tensors_and_casts_others_but_step(tl):
+    p = leaf(tl, [1.0, 2.0])
+    opt = tl.optim.Adam([p], lr=0.1)
+    p.grad = leaf(tl, [0.5, -1.0], requires_grad=False)
+    opt.step()
+    saved = opt.state_dict()
+    same = tl.optim.Adam([p], lr=0.5)
+    same.load_state_dict(saved)
+    assert all(same.state[p][k] is opt.state[p][k] for k in opt.state[p]), "same dtype: shared"
+    assert same.param_groups[0]["lr"] == 0.1, "hyperparameters come from the state dict"
+    opt.step()
+    assert to_numpy(same.state[p]["step"]) == 2.0, "the shared step tensor counts the old optimizer's step"
+    narrow = leaf(tl, [1.0, 2.0], dtype="float32")
+    cast = tl.optim.Adam([narrow])
+    cast.load_state_dict(saved)
+    dtypes = {k: str(to_numpy(v).dtype) for k, v in cast.state[narrow].items()}
+    assert dtypes == {"step": "float32", "exp_avg": "float32", "exp_avg_sq": "float32"}, dtypes
+    assert cast.state[narrow]["step"] is opt.state[p]["step"], "step is never cast, so shared"
+
+
+def test_loading_adam_state_into_adamw_decays_decoupled(tl):
+    p = leaf(tl, [1.0])
+    saved = tl.optim.Adam([p], weight_decay=0.1).state_dict()
+    adamw = tl.optim.AdamW([p])
+    adamw.load_state_dict(saved)
+    group = adamw.param_groups[0]
+    assert (group["weight_decay"], group["decoupled_weight_decay"]) == (0.1, True), group
