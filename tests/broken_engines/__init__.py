@@ -33,6 +33,7 @@ MODULES = (
     "ops",
     "crashes",
     "controls",
+    "as_written",
 )
 
 
