@@ -296,9 +296,9 @@ def test_a_crashing_engine_gives_a_report_with_every_property(short: str, tmp_pa
     assert all(r["verdict"] == "pass" for r in results if not r["crash"]), [
         (r["id"], r["verdict"], r["reason"]) for r in results if not r["crash"]]
     assert f"engine crash in {crashed[0]['id']} (fail): {how}" in out
-    # the shrunk program, printed as a torch script like any failure
-    assert "Falsifying example" in out
+    # the shrunk program, printed as a torch script like any failure, with Hypothesis's draws
     assert "Program as a torch script:" in out
+    assert "Draw 1 (params)" in out
     markdown = (tmp_path / f"{entry.name}.md").read_text()
     assert "## Engine crashes" in markdown
     assert f"- `{crashed[0]['id']}` (fail): {how}" in markdown
