@@ -36,8 +36,8 @@ from conformance.adapter import Capabilities, Engine, KnownDeviation
 from conformance.compare import first_divergence
 from conformance.errors import ErrorKind
 from conformance.interpret import crashed_at as _crashed_at
-from conformance.ops import PYTHON_OPERATORS
-from conformance.program import Backward, Const, Forward, MakeSGD, Ref, Step
+from conformance.ops import PYTHON_OPERATORS, index_parts
+from conformance.program import Backward, Const, Forward, MakeSGD, Ref, Step, Update
 from conformance.runner import reference_trace
 
 Impl = Callable[[Sequence[Any], Mapping[str, Any]], Any]
@@ -93,76 +93,91 @@ def _transpose(a: Sequence[Any], p: Mapping[str, Any]) -> Any:
     return _paddle().transpose(a[0], perm)
 
 
-def _index(tensor: Any, index: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Integer lists stay lists (Paddle's advanced indexing), bool masks become bool tensors.
+def _index(tensor: Any, index: Any) -> Any:
+    """The index in the form the script writes it: the same int, slice, ``...``, ``None``,
+    list or tuple (Paddle routes them as torch does: ``x[1]``, ``x[[0, 1]]`` and
+    ``x[(1,)]`` are different calls); NumPy arrays (int64 index tensors and bool masks) become
+    Paddle tensors of the same dtype.
 
     Two index forms make Paddle 3.3.1 index outside the tensor on the CPU, without raising:
 
-    - an integer list with an entry out of range: ``x[[0, 3]]`` on a size-3 axis reads past
-      the end, and its backward writes past the end of the grad (glibc then aborts with
-      "double free or corruption (out)" or "corrupted size vs. prev_size", and the process
-      hangs) — the known deviation LIST_INDEX_OUT_OF_BOUNDS;
-    - an integer list after a ``None``: Paddle applies the list to another axis than the one
-      it follows (``x[None, [0, 1]]`` indexes the new size-1 axis, reading a row past x's
-      buffer), without a bounds check — the known deviation NONE_BEFORE_ADVANCED_INDEX.
+    - an integer list or index tensor with an entry out of range: ``x[[0, 3]]`` on a size-3
+      axis reads past the end, and its backward writes past the end of the grad (glibc then
+      aborts with "double free or corruption (out)" or "corrupted size vs. prev_size", and the
+      process hangs) — the known deviation LIST_INDEX_OUT_OF_BOUNDS;
+    - an integer list or index tensor after a ``None``: Paddle applies it to another axis than
+      the one it follows (``x[None, [0, 1]]`` indexes the new size-1 axis, reading a row past
+      x's buffer), without a bounds check — the known deviation NONE_BEFORE_ADVANCED_INDEX.
 
     Such an index is refused with :class:`UnsafeIndex`, which the suite reports as an engine
     crash (a failure, recorded as that known deviation) instead of corrupting the test process.
     A ``None`` before a bool mask is passed on: Paddle checks the mask against the wrong axis,
     but it does check it.
     """
-    consumed = [_dims_consumed(part) for part in index]
-    converted: list[Any] = []
+    _refuse_unsafe(tensor, index_parts(index))
+    return _converted(index)
+
+
+def _converted(index: Any) -> Any:
+    if isinstance(index, tuple):
+        return tuple(_converted(part) for part in index)
+    if isinstance(index, np.ndarray):
+        return _paddle().to_tensor(index)
+    return index
+
+
+def _is_integer_array(part: Any) -> bool:
+    """An integer list or an int64 index tensor (not a bool mask)."""
+    return isinstance(part, list) or (isinstance(part, np.ndarray) and part.dtype.kind == "i")
+
+
+def _refuse_unsafe(tensor: Any, parts: tuple[Any, ...]) -> None:
+    consumed = [_dims_consumed(part) for part in parts]
     dim = 0
-    for position, part in enumerate(index):
+    for position, part in enumerate(parts):
         if part is Ellipsis:
             dim = len(tensor.shape) - sum(consumed[position + 1:])
-        elif isinstance(part, tuple):
-            if None in index[:position]:
+        elif _is_integer_array(part):
+            entries = [int(i) for i in np.asarray(part).ravel()]
+            if None in parts[:position]:
                 raise UnsafeIndex(
-                    f"index {_describe_index(index)} has a None before the integer list "
-                    f"{list(part)}; Paddle {_paddle().__version__} applies the list to another "
-                    "axis, without a bounds check, so the adapter does not run it "
+                    f"index {_describe_index(parts)} has a None before the integer index "
+                    f"{entries}; Paddle {_paddle().__version__} applies it to another axis, "
+                    "without a bounds check, so the adapter does not run it "
                     "(docs/engines/paddle.md, NONE_BEFORE_ADVANCED_INDEX)"
                 )
             size = tensor.shape[dim]
-            bad = [i for i in part if not -size <= i < size]
+            bad = [i for i in entries if not -size <= i < size]
             if bad:
                 raise UnsafeIndex(
-                    f"integer-list index {list(part)} has {bad} out of range for an axis of size "
+                    f"integer index {entries} has {bad} out of range for an axis of size "
                     f"{size}; Paddle {_paddle().__version__} reads and (in backward) writes out "
                     "of bounds instead of raising, so the adapter does not run it "
                     "(docs/engines/paddle.md, LIST_INDEX_OUT_OF_BOUNDS)"
                 )
         dim += consumed[position]
-        if isinstance(part, tuple):
-            converted.append(list(part))
-        elif isinstance(part, np.ndarray):
-            converted.append(_paddle().to_tensor(part))
-        else:
-            converted.append(part)
-    return tuple(converted)
 
 
-def _describe_index(index: tuple[Any, ...]) -> str:
-    """``[None, [0, 1]]``: the index as torch code would write it (masks abbreviated)."""
-    parts = []
-    for part in index:
+def _describe_index(parts: tuple[Any, ...]) -> str:
+    """``[None, [0, 1]]``: the index as torch code would write it (arrays abbreviated)."""
+    described = []
+    for part in parts:
         if part is Ellipsis:
-            parts.append("...")
-        elif isinstance(part, tuple):
-            parts.append(repr(list(part)))
+            described.append("...")
+        elif isinstance(part, np.ndarray) and part.dtype == bool:
+            described.append(f"<bool mask of shape {part.shape}>")
         elif isinstance(part, np.ndarray):
-            parts.append(f"<bool mask of shape {part.shape}>")
+            described.append(f"tensor({part.tolist()})")
         else:
-            parts.append(repr(part))
-    return "[" + ", ".join(parts) + "]"
+            described.append(repr(part))
+    return "[" + ", ".join(described) + "]"
 
 
 def _dims_consumed(part: Any) -> int:
+    """How many of the indexed tensor's axes a part indexes: a bool mask all of its own."""
     if part is None or part is Ellipsis:
         return 0
-    return part.ndim if isinstance(part, np.ndarray) else 1
+    return part.ndim if isinstance(part, np.ndarray) and part.dtype == bool else 1
 
 
 def _operator(function: Callable[..., Any]) -> Impl:
@@ -218,6 +233,10 @@ ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
     # Optimizer._add_param_group, the same words as torch
     (ValueError, "some parameters appear in more than one parameter group",
      ErrorKind.DUPLICATE_PARAMETER),
+    # A hand-written update or grad edit while .grad is None, in Python itself, as in torch:
+    # `lr * w.grad` raises TypeError, `w.grad.zero_()` and `w.add_(None, ...)` AttributeError.
+    (TypeError, "NoneType", ErrorKind.NONE_GRAD),
+    (AttributeError, "'NoneType' object has no attribute", ErrorKind.NONE_GRAD),
 )
 
 
@@ -314,9 +333,10 @@ def _none_before_advanced_index(program: Any, trace: Any) -> bool:
     )
 
 
-def _has_none_before_advanced(index: tuple[Any, ...]) -> bool:
-    advanced = [i for i, part in enumerate(index) if isinstance(part, (tuple, np.ndarray))]
-    return bool(advanced) and None in index[: advanced[0]]
+def _has_none_before_advanced(index: Any) -> bool:
+    parts = index_parts(index)
+    advanced = [i for i, part in enumerate(parts) if isinstance(part, (list, np.ndarray))]
+    return bool(advanced) and None in parts[: advanced[0]]
 
 
 def _optimizer_at(program: Any, position: int) -> MakeSGD | None:
@@ -372,6 +392,32 @@ def _momentum_rounds_float64(program: Any, trace: Any) -> bool:
             if np.dtype("float64") in dtypes and rounded:
                 return True
     return False
+
+
+def _isub_rebinds(program: Any, trace: Any) -> bool:
+    """The run made a ``w -= lr * w.grad`` update (which rebinds w to a new tensor)."""
+    return any(
+        isinstance(instruction, Update) and instruction.form == "isub" and observation.error is None
+        for instruction, observation in zip(program.instructions, trace[1:], strict=False)
+    )
+
+
+def _data_update_bumped_version(program: Any, trace: Any) -> bool:
+    """The run made a ``w.data.sub_(...)`` update and a later backward raised the in-place
+    error where the reference did not."""
+    done = _attempted(program, trace)
+    return (any(isinstance(i, Update) and i.form == "data" for i in done)
+            and _raised_alone(ErrorKind.INPLACE_MODIFIED)(program, trace))
+
+
+def _raised_alone(kind: ErrorKind) -> Predicate:
+    """Runs where Paddle raised ``kind`` and the reference did not raise."""
+
+    def applies(program: Any, trace: Any) -> bool:
+        pairs = zip(trace, reference_trace(program), strict=False)
+        return any(got.error is kind and want.error is None for got, want in pairs)
+
+    return applies
 
 
 def _grad_replaced_by_backward(program: Any, trace: Any) -> bool:
@@ -652,6 +698,42 @@ print(a.grad.numpy())  # [5.9 7.8] = 3 + 2.9, 4 + 3.8: the second pass used the 
     applies=_missed(ErrorKind.INPLACE_MODIFIED),
 )
 
+HAND_WRITTEN_UPDATES = KnownDeviation(
+    property="training_loops::test_training_loop",
+    reason=(
+        "two of the hand-written updates behave differently: Tensor has no __isub__, so "
+        "`with paddle.no_grad(): w -= lr * w.grad` rebinds w to a new tensor (stop_gradient, "
+        "no grad, not the optimizer's param, whose values stay as they were), where torch "
+        "updates w in place and keeps its grad; and w.data shares w's inplace_version, so "
+        "`w.data.sub_(lr * w.grad)` makes a later backward through a retained graph raise "
+        "'(PermissionDenied) ... modified by an inplace operation', where torch's .data update "
+        "is invisible to autograd and that backward runs with the new values"
+    ),
+    evidence="""\
+import paddle
+from paddle.nn.initializer import Assign
+w = paddle.create_parameter([2], "float64", default_initializer=Assign([1.0, 2.0]))
+param = w
+(w * w).sum().backward()                 # w.grad = [2, 4]
+with paddle.no_grad():
+    w -= 0.1 * w.grad                    # Tensor has no __isub__: w = w - 0.1 * w.grad
+print(w is param, w.numpy(), param.numpy())   # False [0.8 1.6] [1. 2.]; torch: w is param, [0.8 1.6]
+print(w.grad, w.stop_gradient)           # None True; torch: w.grad [2., 4.], w.requires_grad True
+v = paddle.create_parameter([2], "float64", default_initializer=Assign([1.0, 2.0]))
+loss = (v * v).sum()
+loss.backward(retain_graph=True)
+v.data.sub_(0.1 * v.grad)                # .data shares v's inplace_version
+print(v.inplace_version)                 # 1; torch: v._version stays 0
+try:
+    loss.backward()                      # torch: runs, v.grad = [2, 4] + [1.6, 3.2] = [3.6, 7.2]
+except RuntimeError as error:
+    print("RuntimeError:", str(error).splitlines()[0][:90])
+""",
+    applies=lambda program, trace: (
+        _isub_rebinds(program, trace) or _data_update_bumped_version(program, trace)
+    ),
+)
+
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
     FREED_GRAPH,
     DIM_REDUCTION_TIES,
@@ -665,6 +747,7 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
     PARAMETER_LISTS_NOT_CHECKED,
     ZEROED_GRAD_REPLACED,
     STEP_KEEPS_VERSION,
+    HAND_WRITTEN_UPDATES,
 )
 
 
@@ -683,6 +766,8 @@ class PaddleEngine(Engine):
                               "sets the one base learning rate (a group's learning_rate is a "
                               "fixed scale of it), and momentum, use_nesterov and weight_decay "
                               "are fixed at construction",
+        "create_graph": "Tensor.backward(grad_tensor, retain_graph) has no create_graph "
+                        "argument (higher-order grads go through paddle.grad)",
     })
     known_deviations: ClassVar[Sequence[KnownDeviation]] = KNOWN_DEVIATIONS
 
@@ -711,12 +796,15 @@ class PaddleEngine(Engine):
         return OPS[op](operands, params)
 
     # --- autograd ----------------------------------------------------------------------------
-    def backward(self, loss: Any, *, gradient: np.ndarray | None, retain_graph: bool | None) -> None:
-        grad_tensor = None if gradient is None else self.paddle.to_tensor(gradient)
-        if retain_graph is None:
-            loss.backward(grad_tensor)
-        else:
-            loss.backward(grad_tensor, retain_graph=retain_graph)
+    def backward(self, loss: Any, **arguments: Any) -> None:
+        # Tensor.backward(grad_tensor=None, retain_graph=False): torch's retain_graph=None
+        # (meaning create_graph's value, False) is passed as it is, and Paddle reads it as False.
+        if "create_graph" in arguments:
+            raise NotImplementedError("declared unsupported: create_graph")
+        positional: tuple[Any, ...] = ()
+        if "gradient" in arguments:
+            positional = (self.paddle.to_tensor(arguments["gradient"]),)
+        loss.backward(*positional, **{k: v for k, v in arguments.items() if k != "gradient"})
 
     def grad(self, param: Any) -> Any | None:
         return param.grad
@@ -747,39 +835,90 @@ class PaddleEngine(Engine):
             _refuse_unsupported(hyper)
         use_momentum = any(s["momentum"] != 0 or s["nesterov"] for s in (base, *settings))
         plain = len(groups) == 1 and set(groups[0]) == {"params"}
+        options: dict[str, Any] = {}  # what the call passes besides the params
         if plain:
+            # SGD(params, **defaults): only what is given; Paddle's defaults are torch's
+            # (learning_rate 0.001, no weight decay, no nesterov)
             parameters: list[Any] = list(groups[0]["params"])
-            learning_rate = float(base["lr"])
-            weight_decay = _weight_decay(base["weight_decay"])
+            if "lr" in defaults:
+                options["learning_rate"] = float(defaults["lr"])
+            if "weight_decay" in defaults:
+                options["weight_decay"] = _weight_decay(defaults["weight_decay"])
+            if use_momentum and "nesterov" in defaults:
+                options["use_nesterov"] = bool(defaults["nesterov"])
         else:
             parameters = [
                 _paddle_group(group["params"], hyper, use_momentum)
                 for group, hyper in zip(groups, settings, strict=False)
             ]
-            learning_rate = 1.0
             # Every group carries its own weight_decay. The optimizer's must be None: Paddle
             # applies it to every param whose group says None (Optimizer.
             # _create_regularization_of_grad falls back to it), so a group could not turn an
             # optimizer-wide decay off.
-            weight_decay = None
+            options = {"learning_rate": 1.0, "weight_decay": None}
+            if use_momentum:
+                options["use_nesterov"] = bool(base["nesterov"])
         if use_momentum:
-            return optimizer.Momentum(
-                learning_rate=learning_rate, momentum=float(base["momentum"]),
-                parameters=parameters, use_nesterov=bool(base["nesterov"]),
-                weight_decay=weight_decay,
-            )
-        return optimizer.SGD(
-            learning_rate=learning_rate, parameters=parameters, weight_decay=weight_decay
-        )
+            # torch's SGD without momentum is momentum 0, Paddle's Momentum default is 0.9:
+            # the momentum in effect is always passed.
+            return optimizer.Momentum(momentum=float(base["momentum"]), parameters=parameters,
+                                      **options)
+        return optimizer.SGD(parameters=parameters, **options)
 
     def step(self, optimizer: Any) -> None:
         optimizer.step()
 
-    def zero_grad(self, optimizer: Any, *, set_to_none: bool) -> None:
-        optimizer.clear_grad(set_to_zero=not set_to_none)
+    def zero_grad(self, optimizer: Any, **arguments: Any) -> None:
+        # Paddle 3.3.1's Optimizer.zero_grad(set_to_none=True) is torch's, as clear_grad(
+        # set_to_zero=not set_to_none); its clear_grad() alone would zero instead.
+        optimizer.zero_grad(**arguments)
 
     def set_hyperparameter(self, optimizer: Any, group: int, key: str, value: Any) -> None:
         raise NotImplementedError("declared unsupported: set_hyperparameter")
+
+    # --- a user's own updates ----------------------------------------------------------------
+    def update(self, param: Any, form: str, scalar: float) -> Any:
+        # torch's spelling where Paddle has it (paddle.no_grad, sub_, add_(alpha=), .data);
+        # Paddle's mul_ takes a Tensor only (mul_(0.5): AttributeError "'float' object has no
+        # attribute 'shape'"), and its in-place multiply by a number is scale_.
+        paddle = self.paddle
+        if form == "data":
+            param.data.sub_(scalar * param.grad)
+            return param
+        with paddle.no_grad():
+            if form == "isub":
+                param -= scalar * param.grad  # Tensor has no __isub__: this rebinds param
+            elif form == "sub_":
+                param.sub_(scalar * param.grad)
+            elif form == "add_":
+                param.add_(param.grad, alpha=-scalar)
+            elif form == "mul_":
+                param.scale_(scalar)
+            else:
+                raise ValueError(f"unknown update form {form!r}")
+        return param
+
+    def edit_grad(self, param: Any, form: str, scalar: float) -> None:
+        # A grad is a leaf that does not stop gradient (GRADS_REQUIRE_GRAD), and Paddle refuses
+        # an in-place op on such a leaf outside no_grad (ValueError "Leaf Var () that doesn't
+        # stop gradient can't use inplace strategy"), so the edit is made under no_grad, as a
+        # Paddle user has to. mul_/div_ take Tensors only: by a number, scale_ and a 0-d divisor.
+        paddle = self.paddle
+        with paddle.no_grad():
+            if form == "zero_":
+                param.grad.zero_()
+            elif form == "mul_":
+                param.grad.scale_(scalar)
+            elif form == "div_":
+                grad = param.grad
+                grad.div_(paddle.full([], scalar, dtype=grad.dtype))
+            else:
+                raise ValueError(f"unknown grad edit {form!r}")
+
+    def grad_requires_grad(self, grad: Any) -> bool:
+        # Paddle's requires_grad is `not stop_gradient`; a grad is a leaf with
+        # stop_gradient=False after every backward (GRADS_REQUIRE_GRAD).
+        return not grad.stop_gradient
 
     # --- errors ------------------------------------------------------------------------------
     def classify(self, error: Exception) -> ErrorKind | None:

@@ -33,7 +33,15 @@ from conformance.adapter import Capabilities, Engine, KnownDeviation
 from conformance.compare import array_mismatch, first_divergence, program_tolerance
 from conformance.errors import ErrorKind
 from conformance.ops import PYTHON_OPERATORS
-from conformance.program import Backward, Forward, MakeSGD, Program, SetHyperparameter, Step
+from conformance.program import (
+    Backward,
+    Forward,
+    MakeSGD,
+    Program,
+    SetHyperparameter,
+    Step,
+    Update,
+)
 from conformance.runner import reference_trace
 
 Impl = Callable[[Sequence[Any], Mapping[str, Any]], Any]
@@ -55,10 +63,17 @@ def _method(method: str) -> Impl:
     return lambda a, p: getattr(a[0], method)()
 
 
-def _index(index: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Integer lists (tuples in the suite) become lists: tinygrad's advanced indexing. Bool
-    masks never come: "index:bool_mask" is declared unsupported."""
-    return tuple(list(part) if isinstance(part, tuple) else part for part in index)
+def _index(index: Any) -> Any:
+    """The index in the form the script writes it: the same int, slice, ``...``, ``None``,
+    list or tuple; an int64 array (an index tensor) becomes a tinygrad int Tensor. Bool masks
+    never come: "index:bool_mask" is declared unsupported."""
+    from tinygrad import Tensor
+
+    if isinstance(index, tuple):
+        return tuple(_index(part) for part in index)
+    if isinstance(index, np.ndarray):
+        return Tensor(np.array(index, copy=True))
+    return index
 
 
 def _where(a: Sequence[Any], p: Mapping[str, Any]) -> Any:
@@ -122,6 +137,10 @@ ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
     (ValueError, "Invalid momentum value", ErrorKind.INVALID_HYPERPARAMETER),
     # Optimizer.__init__: `assert len(self.params) != 0, "optimizer must have at least one param"`
     (AssertionError, "optimizer must have at least one param", ErrorKind.EMPTY_PARAMETER_LIST),
+    # A hand-written update or grad edit while .grad is None, in Python itself, as in torch:
+    # `lr * w.grad` and `w.grad *= s` raise TypeError, `w.grad.assign(...)` AttributeError.
+    (TypeError, "NoneType", ErrorKind.NONE_GRAD),
+    (AttributeError, "'NoneType' object has no attribute", ErrorKind.NONE_GRAD),
 )
 
 
@@ -223,9 +242,10 @@ def _grads_written_before_error(kind: ErrorKind) -> Callable[[Program, Trace], b
 
 
 def _grad_changed_by_step(program: Program, trace: Trace) -> bool:
-    """torch's step never touches ``.grad``; tinygrad's lazy grads follow the params."""
+    """torch's step and a user's in-place update of a param never touch ``.grad``; tinygrad's
+    lazy grads follow the params."""
     for index, instruction in enumerate(program.instructions, start=1):
-        if not isinstance(instruction, Step) or index >= len(trace):
+        if not isinstance(instruction, (Step, Update)) or index >= len(trace):
             continue
         before, after = trace[index - 1], trace[index]
         for name, grad in before.grads.items():
@@ -342,12 +362,13 @@ print(x.grad.numpy())  # [4. 8.]; torch leaves x.grad == [2., 4.]
 STEP_CHANGES_LAZY_RESULTS = KnownDeviation(
     property="retain_graph::test_step_between_backwards",
     reason=(
-        "grads and graphs read a param's buffer lazily, so an optimizer step changes what was "
-        "computed before it: p.grad then reads as the gradient at the new value of p (and the "
-        "next backward accumulates onto that), where torch's step never changes p.grad; and a "
-        "second backward through a retained graph silently uses the updated values, where "
-        "torch raises 'one of the variables needed for gradient computation has been modified "
-        "by an inplace operation'"
+        "grads and graphs read a param's buffer lazily, so an optimizer step, or a user's own "
+        "in-place update (p -= lr * p.grad, p.assign(...), p *= 0.5: tinygrad's assign), "
+        "changes what was computed before it: p.grad then reads as the gradient at the new "
+        "value of p (and the next backward accumulates onto that), where torch's step and "
+        "no_grad updates never change p.grad; and a second backward through a retained graph "
+        "silently uses the updated values, where torch raises 'one of the variables needed for "
+        "gradient computation has been modified by an inplace operation'"
     ),
     evidence="""\
 import numpy as np
@@ -362,6 +383,13 @@ with Context(TRAINING=1):
 print(x.numpy(), x.grad.numpy())            # [0.5 1. ] [1. 2.]; torch: grad [2, 4]
 loss.backward()                             # torch: RuntimeError (x was modified in place)
 print(x.grad.numpy())                       # [2. 4.]: [1, 2] + 2 * [0.5, 1]
+w = Tensor(np.array([1.0, 2.0]))
+loss = (w * w).sum()
+loss.backward()                             # w.grad = 2w = [2, 4]
+w -= 0.1 * w.grad                           # the hand-written update: w = [0.8, 1.6]
+print(w.numpy(), w.grad.numpy())            # [0.8 1.6] [1.6 3.2]; torch: grad [2, 4]
+loss.backward()                             # torch: RuntimeError (w was modified in place)
+print(w.grad.numpy())                       # [3.2 6.4]
 """,
     applies=lambda program, trace: (
         _grad_changed_by_step(program, trace)
@@ -451,14 +479,16 @@ print(c.grad.numpy())   # [1. 1. 1.]
 LIST_INDEX_UNCHECKED = KnownDeviation(
     property="indexing::test_out_of_range_index_raises",
     reason=(
-        "an out-of-range integer inside an index list (x[[0, 3]] on 3 rows) is not an error: "
-        "the row reads as zeros (tinygrad documents 'out-of-bounds indexing results in a value "
-        "of 0'); torch raises IndexError. A plain int index (x[3]) does raise"
+        "an out-of-range integer inside an index list or index tensor (x[[0, 3]] or "
+        "x[Tensor([0, 3])] on 3 rows) is not an error: the row reads as zeros (tinygrad "
+        "documents 'out-of-bounds indexing results in a value of 0'); torch raises "
+        "IndexError. A plain int index (x[3]) does raise"
     ),
     evidence="""\
 from tinygrad import Tensor
 x = Tensor([[1.0, 2.0], [3.0, 4.0]])
 print(x[[0, 2]].numpy())   # [[1. 2.] [0. 0.]]; torch: IndexError: index 2 is out of bounds ...
+print(x[Tensor([0, 2])].numpy())   # the same, where torch raises the same IndexError
 """,
     applies=_missed(ErrorKind.INDEX_OUT_OF_RANGE),
 )
@@ -652,6 +682,10 @@ class TinygradEngine(Engine):
         "index:bool_mask": "tinygrad has no boolean-mask indexing: x[Tensor(mask)] raises "
                            "IndexError ('index dtype dtypes.bool is not supported') and "
                            "x[[True, False]] IndexError ('contains non-int element')",
+        "create_graph": "Tensor.backward(gradient) has no create_graph argument",
+        "update_data": "tinygrad has no .data tensor (Tensor.data() is a memoryview of the "
+                       "realized buffer) and no version counter: its one in-place update is "
+                       "assign(), tested as update_no_grad",
     })
     known_deviations = KNOWN_DEVIATIONS
 
@@ -687,13 +721,17 @@ class TinygradEngine(Engine):
         return OPS[op](operands, params)
 
     # --- autograd ----------------------------------------------------------------------------
-    def backward(
-        self, loss: Any, *, gradient: np.ndarray | None, retain_graph: bool | None
-    ) -> None:
+    def backward(self, loss: Any, **arguments: Any) -> None:
         from tinygrad import Tensor
 
-        # No retain_graph in tinygrad: its graphs are never freed (see the module docstring).
-        loss.backward(None if gradient is None else Tensor(np.array(gradient, copy=True)))
+        if "create_graph" in arguments:
+            raise NotImplementedError("declared unsupported: create_graph")
+        # Tensor.backward(gradient=None): no retain_graph in tinygrad, whose graphs are never
+        # freed (see the module docstring), so a given retain_graph has nothing to go to.
+        positional: tuple[Any, ...] = ()
+        if "gradient" in arguments:
+            positional = (Tensor(np.array(arguments["gradient"], copy=True)),)
+        loss.backward(*positional)
 
     def grad(self, param: Any) -> Any | None:
         return param.grad
@@ -716,10 +754,9 @@ class TinygradEngine(Engine):
     def _one_sgd(group: Mapping[str, Any], defaults: Mapping[str, Any]) -> Any:
         from tinygrad.nn.optim import SGD
 
+        # A group is one SGD: what it overrides, over what the constructor call passed; what
+        # neither passes is SGD's default (tinygrad's are torch's: lr 0.001, the rest off).
         options = {**defaults, **{k: v for k, v in group.items() if k != "params"}}
-        # Declared unsupported, so the suite only ever passes their defaults.
-        if options.pop("dampening", 0.0) != 0.0 or options.pop("maximize", False):
-            raise NotImplementedError("tinygrad's SGD has no dampening or maximize")
         return SGD(list(group["params"]), **options)
 
     def step(self, optimizer: Any) -> None:
@@ -728,9 +765,11 @@ class TinygradEngine(Engine):
         with Context(TRAINING=1):
             optimizer.step()
 
-    def zero_grad(self, optimizer: Any, *, set_to_none: bool) -> None:
-        if not set_to_none:
-            raise NotImplementedError("tinygrad's zero_grad() always sets grads to None")
+    def zero_grad(self, optimizer: Any, **arguments: Any) -> None:
+        # zero_grad() takes no argument: it is torch's set_to_none=True, the only value the
+        # suite passes ("zero_grad_keep" is declared unsupported).
+        if not arguments.get("set_to_none", True):
+            raise NotImplementedError("declared unsupported: zero_grad_keep")
         optimizer.zero_grad()
 
     def set_hyperparameter(self, optimizer: Any, group: int, key: str, value: Any) -> None:
@@ -744,6 +783,34 @@ class TinygradEngine(Engine):
             target.wd = value
         else:
             raise NotImplementedError(f"tinygrad's SGD has no hyperparameter {key!r}")
+
+    # --- a user's own updates -------------------------------------------------------------------
+    def update(self, param: Any, form: str, scalar: float) -> Any:
+        # tinygrad has no no_grad (nothing is recorded: backward differentiates the loss's own
+        # graph) and no sub_/add_/mul_: its in-place update is assign(), which is what -= and
+        # *= do. The forms are written the way a tinygrad user writes them.
+        if form == "isub":
+            param -= scalar * param.grad
+        elif form == "sub_":
+            param.assign(param - scalar * param.grad)
+        elif form == "add_":
+            param.assign(param + param.grad * -scalar)
+        elif form == "mul_":
+            param *= scalar
+        else:
+            raise NotImplementedError(f"declared unsupported: update form {form!r}")
+        return param
+
+    def edit_grad(self, param: Any, form: str, scalar: float) -> None:
+        # .grad is a Tensor; assign() (and *=, /=) updates it in place, keeping the object.
+        if form == "zero_":
+            param.grad.assign(param.grad.zeros_like())
+        elif form == "mul_":
+            param.grad *= scalar
+        elif form == "div_":
+            param.grad /= scalar
+        else:
+            raise ValueError(f"unknown grad edit {form!r}")
 
     # --- errors ------------------------------------------------------------------------------
     def classify(self, error: Exception) -> ErrorKind | None:
