@@ -58,22 +58,36 @@ def values(shape: Shape, dtype: np.dtype, *, positive: bool = False) -> st.Searc
     return hnp.arrays(dtype, shape, elements=elements)
 
 
-def indices(shape: Shape, *, masks: bool = True) -> st.SearchStrategy[Any]:
+BARE_INDEX_FORMS = ("int", "slice", "ellipsis", "none", "list", "tensor", "mask")
+
+
+@st.composite
+def indices(draw: Draw, shape: Shape, *, masks: bool = True) -> Any:
     """Indices for a tensor of ``shape`` (``ndim >= 1``) that torch and NumPy agree on, in every
     form a user writes between the brackets (``conformance.ops.Index``): a bare int (negative
     too), slice (with steps, empty too), ``...`` or ``None``; an integer list or int64 index
     tensor (duplicates and negatives); a bool mask (all-False too; not with ``masks=False``);
-    and tuples mixing them. A one-part index comes bare or as a 1-tuple (``x[1]``, ``x[(1,)]``)
-    about equally often: engines route the two differently."""
-    kinds = [_basic_index(shape), _list_index(shape)]
-    parts = st.one_of(*kinds, _mask_index(shape)) if masks else st.one_of(*kinds)
-    return st.one_of(parts.flatmap(_as_written), st.sampled_from([Ellipsis, None]))
-
-
-def _as_written(parts: tuple[Any, ...]) -> st.SearchStrategy[Any]:
-    if len(parts) == 1:
-        return st.sampled_from([parts[0], parts])
-    return st.just(parts)
+    or a tuple mixing them (a 1-tuple too: ``x[(1,)]`` is another call than ``x[1]``). The form
+    is drawn first, each bare form about as often as any other and tuples three times as
+    often, since engines route each form through different code."""
+    bare = [form for form in BARE_INDEX_FORMS if masks or form != "mask"]
+    form = draw(st.sampled_from([*bare, "tuple", "tuple", "tuple"]))
+    size = shape[0]
+    if form == "int" and size > 0:
+        return draw(_int_in(size))
+    if form in ("int", "slice"):
+        return draw(_slices(size))
+    if form == "ellipsis":
+        return Ellipsis
+    if form == "none":
+        return None
+    if form in ("list", "tensor") and size > 0:
+        chosen = draw(st.lists(_int_in(size), min_size=1, max_size=4))
+        return chosen if form == "list" else np.array(chosen, dtype=np.int64)
+    if form == "mask":
+        return draw(hnp.arrays(np.dtype(bool), shape[: draw(st.integers(1, len(shape)))]))
+    kinds = [_basic_index(shape), _list_index(shape)] + ([_mask_index(shape)] if masks else [])
+    return draw(st.one_of(*kinds))
 
 
 def _int_in(size: int) -> st.SearchStrategy[int]:

@@ -221,7 +221,8 @@ class Program:
             "    print(label)",
             "    for name, p in params.items():",
             "        grad = None if p.grad is None else p.grad.tolist()",
-            '        print(f"    {name} = {p.tolist()}   grad = {grad}")',
+            '        history = "  (requires grad)" if p.grad is not None and p.grad.requires_grad else ""',
+            '        print(f"    {name} = {p.tolist()}   grad = {grad}{history}")',
             "",
             "",
         ]

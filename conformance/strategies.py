@@ -81,17 +81,22 @@ def hyperparameters(
     out about equally often (``{}`` is ``SGD(params)``, torch's defaults). ``inherited`` is
     what a param group falls back on (the constructor's arguments over SGD's defaults), so
     nesterov is drawn only where the values in effect make it valid."""
+    every = draw(st.integers(0, 7)) == 0  # now and then every one, as older code spells it
+
+    def passes() -> bool:
+        return every or draw(st.booleans())
+
     drawn: dict[str, Any] = {}
-    if draw(st.booleans()):
+    if passes():
         drawn["lr"] = draw(LEARNING_RATES)
     for name in ("momentum", "dampening", "weight_decay"):
-        if capabilities.supports(f"hyper:{name}") and draw(st.booleans()):
+        if capabilities.supports(f"hyper:{name}") and passes():
             drawn[name] = draw(FACTORS)
     effective = {**SGD_DEFAULTS, **(inherited or {}), **drawn}
     nesterov_valid = effective["momentum"] > 0 and effective["dampening"] == 0
-    if capabilities.supports("hyper:nesterov") and draw(st.booleans()):
+    if capabilities.supports("hyper:nesterov") and passes():
         drawn["nesterov"] = nesterov_valid and draw(st.booleans())
-    if capabilities.supports("hyper:maximize") and draw(st.booleans()):
+    if capabilities.supports("hyper:maximize") and passes():
         drawn["maximize"] = draw(st.booleans())
     if not nesterov_valid and {**(inherited or {}), **drawn}.get("nesterov"):
         drawn["nesterov"] = False  # an inherited nesterov=True would not be valid here
@@ -137,7 +142,9 @@ def param_groups(
     groups = []
     for start, stop in itertools.pairwise(bounds):
         # Each group overrides any subset of keys (often none) and inherits the rest.
-        overrides = draw(hyperparameters(capabilities, inherited=defaults)) if count > 1 else {}
+        overrides = {}
+        if count > 1 and draw(st.integers(0, 2)):
+            overrides = draw(hyperparameters(capabilities, inherited=defaults))
         groups.append(Group(tuple(held[start:stop]), overrides))
     return MakeSGD(tuple(groups), defaults)
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 
 import numpy as np
 import pytest
-from hypothesis import find, given, settings
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
 
 from conformance import strategies as cs
 from conformance.interpret import Observation, run
-from conformance.program import tensor_literal
+from conformance.program import Node, Ref, render_node, tensor_literal
 
 torch_engines = pytest.importorskip("conformance.engines.torch_engines")
 ENGINE = torch_engines.TorchEngine()
@@ -27,7 +29,8 @@ def _expected_output(trace: list[Observation]) -> str:
         for name, value in observation.values.items():
             grad = observation.grads[name]
             grad_text = None if grad is None else grad.tolist()
-            lines.append(f"    {name} = {value.tolist()}   grad = {grad_text}")
+            history = "  (requires grad)" if observation.grad_requires_grad[name] else ""
+            lines.append(f"    {name} = {value.tolist()}   grad = {grad_text}{history}")
     return "\n".join(lines)
 
 
@@ -44,16 +47,43 @@ def _normalized(output: str) -> str:
     return "\n".join(lines)
 
 
-@settings(max_examples=40, deadline=None)
-@given(program=cs.programs(ENGINE.capabilities, max_instructions=8))
-def test_script_prints_what_the_engine_did(program):
+ALL_FORMS = st.one_of(
+    cs.programs(ENGINE.capabilities, max_instructions=8),
+    cs.hand_written_loops(ENGINE.capabilities, max_epochs=3),
+)
+"""Every instruction kind and call form the suite generates: omitted and given arguments,
+every index form, create_graph, updates under no_grad and through .data, grad edits."""
+
+
+@settings(max_examples=500, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(program=ALL_FORMS)
+def test_script_is_the_program(program):
+    """Exec the printed script under torch and run the same program through the torch
+    adapter: the states printed after every instruction are the states observed (values,
+    grads and whether each requires grad, which instructions raised). So nothing the adapter
+    executes is absent from the script, and nothing in the script is skipped."""
     trace = run(ENGINE, program)
     raised = [o.index for o in trace if o.error is not None]
     script = program.to_script(guarded=raised)
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
+    with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph")
         exec(compile(script, "<reproduction>", "exec"), {})
     assert _normalized(buffer.getvalue()) == _expected_output(trace), script
+
+
+@pytest.mark.parametrize(("index", "written"), [
+    (-1, "x[-1]"), (slice(1, None), "x[1:]"), (Ellipsis, "x[...]"), (None, "x[None]"),
+    ([0, 0], "x[[0, 0]]"), (np.array([0, -1]), "x[torch.tensor([0, -1])]"),
+    (np.array([], dtype=np.int64), "x[torch.tensor([], dtype=torch.int64)]"),
+    (np.array([True, False, True]), "x[torch.tensor([True, False, True])]"),
+    ((-1,), "x[(-1,)]"), ((slice(None), [2, 2]), "x[:, [2, 2]]"), ((None, 1, ...), "x[None, 1, ...]"),
+])
+def test_indices_print_as_written(index, written):
+    """``x[-1]`` and ``x[(-1,)]`` are different calls to an engine, so they print differently."""
+    node = Node("y", "getitem", (Ref("x"),), {"index": index})
+    assert f"y = {written}" == f"y = {render_node(node)}"
 
 
 def test_script_is_standalone_python():

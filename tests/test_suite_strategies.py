@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import find, settings
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis.errors import InvalidArgument
 
 from conformance import strategies as cs
 from conformance.adapter import Capabilities
 from conformance.graphs import forwards, indices
-from conformance.program import Backward, Forward, Param, SetGradNone, Step, ZeroGrad
+from conformance.ops import index_parts
+from conformance.program import (
+    GRAD_EDIT_FORMS,
+    UPDATE_FORMS,
+    Backward,
+    EditGrad,
+    Forward,
+    MakeSGD,
+    Param,
+    SetGradNone,
+    Step,
+    Update,
+    ZeroGrad,
+)
 
 CAPS = Capabilities()
 FIND = settings(max_examples=1000, database=None, deadline=None)
@@ -29,21 +42,144 @@ def _nodes(program):
     return [n for i in program.instructions if isinstance(i, Forward) for n in i.nodes]
 
 
+def _lists(index):
+    """The integer lists and index tensors among an index's parts."""
+    return [list(p) for p in index_parts(index)
+            if isinstance(p, list) or (isinstance(p, np.ndarray) and p.dtype.kind == "i")]
+
+
 @pytest.mark.parametrize(
     ("what", "condition"),
     [
-        ("duplicate indices", lambda idx: any(isinstance(p, tuple) and len(set(p)) < len(p)
-                                              for p in idx)),
-        ("negative list index", lambda idx: any(isinstance(p, tuple) and min(p) < 0 for p in idx)),
-        ("empty slice", lambda idx: np.zeros((4, 3))[tuple(list(p) if isinstance(p, tuple) else p
-                                                          for p in idx)].size == 0),
-        ("all-False mask", lambda idx: isinstance(idx[0], np.ndarray) and not idx[0].any()),
-        ("stepped slice", lambda idx: any(isinstance(p, slice) and (p.step or 1) > 1 for p in idx)),
-        ("Ellipsis", lambda idx: any(p is Ellipsis for p in idx)),
+        ("duplicate indices", lambda idx: any(len(set(p)) < len(p) for p in _lists(idx))),
+        ("negative list index", lambda idx: any(min(p) < 0 for p in _lists(idx))),
+        ("empty slice", lambda idx: np.zeros((4, 3))[idx].size == 0),
+        ("all-False mask", lambda idx: isinstance(index_parts(idx)[0], np.ndarray)
+         and index_parts(idx)[0].dtype == bool and not index_parts(idx)[0].any()),
+        ("stepped slice", lambda idx: any(isinstance(p, slice) and (p.step or 1) > 1
+                                          for p in index_parts(idx))),
+        ("Ellipsis inside a tuple", lambda idx: isinstance(idx, tuple) and Ellipsis in idx),
     ],
 )
 def test_indices_reach(what, condition):
     assert _find(indices((4, 3)), condition) is not None, what
+
+
+INDEX_FORMS = {
+    "bare int": lambda idx: type(idx) is int,
+    "bare negative int": lambda idx: type(idx) is int and idx < 0,
+    "bare slice": lambda idx: isinstance(idx, slice),
+    "bare ...": lambda idx: idx is Ellipsis,
+    "bare None": lambda idx: idx is None,
+    "bare list": lambda idx: isinstance(idx, list),
+    "bare int64 tensor": lambda idx: isinstance(idx, np.ndarray) and idx.dtype.kind == "i",
+    "bare bool mask": lambda idx: isinstance(idx, np.ndarray) and idx.dtype == bool,
+    "1-tuple": lambda idx: isinstance(idx, tuple) and len(idx) == 1,
+    "tuple mixing kinds": lambda idx: isinstance(idx, tuple)
+    and len({type(p).__name__ for p in idx}) > 1,
+}
+
+
+def _shares(strategy, forms, *, examples=400):
+    """The share of ``examples`` drawn values (derandomized) for which each form holds."""
+    drawn = []
+
+    @settings(max_examples=examples, database=None, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(value):
+        drawn.append(value)
+
+    collect()
+    return {name: sum(map(form, drawn)) / len(drawn) for name, form in forms.items()}
+
+
+def test_every_index_form_is_drawn_on_purpose():
+    """Each form a user writes is a fair share of the indices generated graphs use, not drawn
+    by luck (shares printed with ``-s``): engines route each through different code."""
+    params = (Param("p0", np.zeros((4, 3))),)
+    graphs = forwards(loss="loss0", params=params, ops=["getitem"], min_ops=1, max_ops=3)
+    drawn = []
+
+    @settings(max_examples=300, database=None, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(graphs)
+    def collect(info):
+        drawn.extend(n.params["index"] for n in info.forward.nodes if n.op == "getitem")
+
+    collect()
+    shares = {name: sum(map(form, drawn)) / len(drawn) for name, form in INDEX_FORMS.items()}
+    print({name: f"{share:.0%}" for name, share in shares.items()})
+    rare = {name: share for name, share in shares.items() if share < 0.02}
+    assert not rare, f"index forms in under 2% of {len(drawn)} indices: {rare}"
+
+
+def _instructions(program, kind):
+    return [i for i in program.instructions if isinstance(i, kind)]
+
+
+def _makes(program):
+    return _instructions(program, MakeSGD)
+
+
+def _has_form(kind, form):
+    return lambda program: any(i.form == form for i in _instructions(program, kind))
+
+
+CALL_FORMS = {
+    "loss.backward()": lambda p: any(not b.arguments for b in _instructions(p, Backward)),
+    "backward(retain_graph=...)": lambda p: any("retain_graph" in b.arguments
+                                                for b in _instructions(p, Backward)),
+    "backward(create_graph=True)": lambda p: any(b.arguments.get("create_graph") is True
+                                                 for b in _instructions(p, Backward)),
+    "opt.zero_grad()": lambda p: any(not z.arguments for z in _instructions(p, ZeroGrad)),
+    "zero_grad(set_to_none=False)": lambda p: any(z.arguments.get("set_to_none") is False
+                                                  for z in _instructions(p, ZeroGrad)),
+    "SGD without lr": lambda p: any("lr" not in m.defaults for m in _makes(p)),
+    "SGD(params) with no hyperparameter": lambda p: any(not m.defaults for m in _makes(p)),
+    "SGD with every hyperparameter": lambda p: any(len(m.defaults) == 6 for m in _makes(p)),
+    "a group overriding some keys, inheriting others": lambda p: any(
+        0 < len(g.overrides) < 6 for m in _makes(p) if len(m.groups) > 1 for g in m.groups),
+    "a group overriding nothing": lambda p: any(
+        not g.overrides for m in _makes(p) if len(m.groups) > 1 for g in m.groups),
+    **{f"update {form}": _has_form(Update, form) for form in UPDATE_FORMS},
+    **{f"grad edit {form}": _has_form(EditGrad, form) for form in GRAD_EDIT_FORMS},
+}
+
+
+def test_every_call_form_is_drawn_on_purpose():
+    """Whole training loops pass and omit optional arguments, build SGDs from any subset of
+    hyperparameters and groups that inherit, and hand-write updates and grad edits: each in a
+    fair share of programs (printed with ``-s``)."""
+    shares = _shares(cs.programs(CAPS), CALL_FORMS, examples=300)
+    print({name: f"{share:.0%}" for name, share in shares.items()})
+    rare = {name: share for name, share in shares.items() if share < 0.02}
+    assert not rare, f"call forms drawn in under 2% of programs: {rare}"
+
+
+def test_hand_written_loops_are_seed_d():
+    """Every hand-written loop has no optimizer, updates every param by hand after each
+    backward and resets every grad; some retain a graph and backward through it again after
+    the update (the version-counter case)."""
+    def again_after_update(program):
+        seen_update = False
+        for instruction in program.instructions:
+            if isinstance(instruction, Update):
+                seen_update = True
+            elif isinstance(instruction, Backward) and seen_update and not instruction.arguments:
+                previous = program.instructions[program.instructions.index(instruction) - 1]
+                if isinstance(previous, Update):
+                    return True
+        return False
+
+    forms = {"again after update": again_after_update,
+             "no optimizer": lambda p: not _makes(p),
+             "every param updated": lambda p: {u.param for u in _instructions(p, Update)}
+             == {q.name for q in p.params}}
+    shares = _shares(cs.hand_written_loops(CAPS), forms, examples=200)
+    assert shares["no optimizer"] == 1.0, shares
+    assert shares["every param updated"] == 1.0, shares
+    assert shares["again after update"] > 0.05, shares
 
 
 def test_values_reach_exact_zero_and_ties():
@@ -102,7 +238,8 @@ def test_capabilities_are_respected():
     assert all(q.value.dtype == np.float32 for q in program.params)
     make = program.instructions[0]
     assert len(make.groups) == 1
-    assert make.defaults["dampening"] == 0.0
+    assert "dampening" not in make.defaults
+    assert all("dampening" not in group.overrides for group in make.groups)
 
 
 @pytest.mark.parametrize(

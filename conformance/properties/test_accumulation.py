@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import strategies as cs
-from conformance.program import Backward, Program
+from conformance.program import OMITTED, Backward, Group, MakeSGD, Program, ZeroGrad
 from conformance.runner import check_against_reference
 
 
@@ -61,3 +61,24 @@ def test_grads_are_separate_tensors(engine, data):
                      label="forward")
     program = Program(params, (info.forward, Backward("loss0", True), Backward("loss0")))
     check_against_reference(engine, program)
+
+
+@pytest.mark.requires("create_graph")
+@given(data=st.data())
+def test_create_graph_accumulates_out_of_place(engine, data):
+    """``backward(create_graph=True)`` retains the graph and accumulates out of place: a new
+    grad object each time, requiring grad where it depends on params (``(p * p).sum()``: yes;
+    ``(p * 2).sum()``: no); a plain backward after it adds in place and keeps the flag;
+    ``zero_grad(set_to_none=False)`` keeps the object, detaches it and zeroes it."""
+    params = data.draw(cs.params(engine.capabilities), label="params")
+    info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params),
+                     label="forward")
+    names = tuple(p.name for p in params)
+    instructions: list = [MakeSGD((Group(names),), {}), info.forward,
+                          Backward("loss0", create_graph=True)]
+    for i in range(data.draw(st.integers(1, 3), label="more backwards")):
+        create = data.draw(st.sampled_from([True, False, OMITTED]), label=f"create_graph {i}")
+        instructions.append(Backward("loss0", retain_graph=True, create_graph=create))
+    if engine.capabilities.supports("zero_grad_keep") and data.draw(st.booleans(), label="keep"):
+        instructions += [ZeroGrad(set_to_none=False), Backward("loss0", retain_graph=True)]
+    check_against_reference(engine, Program(params, tuple(instructions)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,4 +26,15 @@ def test_many_steps_without_zero_grad(engine, data):
                     min_instructions=6, max_instructions=12),
         label="program",
     )
+    check_against_reference(engine, program)
+
+
+@pytest.mark.requires("update_no_grad")
+@given(data=st.data())
+def test_hand_written_loop(engine, data):
+    """Seed example D, no optimizer: loss, ``backward()``, ``with torch.no_grad(): w -= lr *
+    w.grad`` (or ``sub_``, ``add_(alpha=)``, ``mul_``, ``w.data.sub_``), ``w.grad.zero_()`` or
+    ``w.grad = None``; a backward through a retained graph after the update raises where the
+    update bumped a saved param's version and uses the new values where (``.data``) it did not."""
+    program = data.draw(cs.hand_written_loops(engine.capabilities), label="program")
     check_against_reference(engine, program)
