@@ -25,9 +25,19 @@ from conformance.ops import ALL_OPS
 HYPERPARAMETERS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
 """torch.optim.SGD's hyperparameters, in its signature's order."""
 
+OPTIMIZER_HYPERPARAMETERS: Mapping[str, tuple[str, ...]] = {
+    "sgd": HYPERPARAMETERS,
+    "adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+    "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+}
+"""Each optimizer kind's hyperparameters, in its signature's order (``hyper:<name>`` features
+are shared by name: an engine without ``maximize`` lacks it in every optimizer)."""
+
 FEATURES: frozenset[str] = frozenset(
     {f"op:{name}" for name in ALL_OPS}
-    | {f"hyper:{name}" for name in HYPERPARAMETERS if name != "lr"}
+    | {f"optim:{kind}" for kind in OPTIMIZER_HYPERPARAMETERS}
+    | {f"hyper:{name}" for names in OPTIMIZER_HYPERPARAMETERS.values() for name in names
+       if name != "lr"}
     | {"dtype:float32", "dtype:float64"}
     | {
         "param_groups",  # more than one param group in one optimizer
@@ -39,6 +49,8 @@ FEATURES: frozenset[str] = frozenset(
         "update_data",  # a user's update through .data (w.data.sub_(lr * w.grad))
         "edit_grad",  # a user's in-place edit of a grad (w.grad.zero_(), w.grad.mul_(0.5))
         "create_graph",  # backward(create_graph=True)
+        "add_param_group",  # optimizer.add_param_group({...}) after steps
+        "state_dict",  # optimizer.state_dict() loaded into a fresh optimizer
     }
 )
 """Everything an engine may declare unsupported."""
@@ -72,6 +84,11 @@ class Capabilities:
     def bool_masks(self) -> bool:
         """Whether graphs may index with boolean masks."""
         return self.supports("index:bool_mask")
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        """The optimizer kinds the engine has (``conformance.program.OPTIMIZERS``)."""
+        return tuple(kind for kind in OPTIMIZER_HYPERPARAMETERS if self.supports(f"optim:{kind}"))
 
     @property
     def dtypes(self) -> tuple[np.dtype, ...]:
@@ -188,6 +205,41 @@ class Engine(abc.ABC):
 
         torch validates the constructor's ``defaults`` only, never per-group values.
         """
+
+    def optimizer(
+        self, kind: str, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]
+    ) -> Any:
+        """``torch.optim.<Kind>(groups, **defaults)`` for a kind of
+        :data:`conformance.program.OPTIMIZERS` ("sgd", "adam", "adamw"), with groups and
+        defaults as :meth:`sgd` describes (Adam's ``betas`` arrive as a tuple). Engines with
+        only SGD keep this default and declare ``optim:adam``/``optim:adamw`` unsupported."""
+        if kind == "sgd":
+            return self.sgd(groups, defaults)
+        raise NotImplementedError(
+            f"{type(self).__name__}.optimizer does not build {kind!r}: implement it, or declare "
+            f"'optim:{kind}' unsupported in capabilities"
+        )
+
+    def add_param_group(self, optimizer: Any, group: Mapping[str, Any]) -> None:
+        """``optimizer.add_param_group(group)`` (a dict as in :meth:`sgd`'s groups)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.add_param_group is not implemented: implement it, or declare "
+            "'add_param_group' unsupported in capabilities"
+        )
+
+    def state_dict(self, optimizer: Any) -> Any:
+        """``optimizer.state_dict()``: passed unchanged to :meth:`load_state_dict`."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.state_dict is not implemented: implement it and "
+            "load_state_dict, or declare 'state_dict' unsupported in capabilities"
+        )
+
+    def load_state_dict(self, optimizer: Any, state: Any) -> None:
+        """``optimizer.load_state_dict(state)`` into a freshly built optimizer."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.load_state_dict is not implemented: implement it and "
+            "state_dict, or declare 'state_dict' unsupported in capabilities"
+        )
 
     @abc.abstractmethod
     def step(self, optimizer: Any) -> None: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,14 +18,17 @@ import numpy as np
 from conformance.adapter import Engine
 from conformance.errors import EngineCrash, ErrorKind
 from conformance.program import (
+    AddParamGroup,
     Backward,
     Const,
     EditGrad,
     Forward,
+    Group,
     Instruction,
-    MakeSGD,
+    MakeOptimizer,
     Program,
     Ref,
+    ReloadOptimizer,
     SetGradNone,
     SetHyperparameter,
     Step,
@@ -64,6 +68,7 @@ class _Machine:
         self.params = {p.name: engine.tensor(p.value, requires_grad=True) for p in program.params}
         self.tensors: dict[str, Any] = dict(self.params)
         self.optimizer: Any = None
+        self.built: list[MakeOptimizer | AddParamGroup] = []  # how the optimizer was made
         self.last_grads: dict[str, Any] = {name: None for name in self.params}
 
     def runnable(self, instruction: Instruction) -> bool:
@@ -71,7 +76,8 @@ class _Machine:
         recorded there): a loss whose forward raised, or an optimizer that was not built."""
         if isinstance(instruction, Backward):
             return instruction.loss in self.tensors
-        if isinstance(instruction, (Step, ZeroGrad, SetHyperparameter)):
+        if isinstance(instruction, (Step, ZeroGrad, SetHyperparameter, AddParamGroup,
+                                    ReloadOptimizer)):
             return self.optimizer is not None
         return True
 
@@ -83,12 +89,20 @@ class _Machine:
                 self.tensors[node.out] = engine.apply(node.op, operands, node.params)
         elif isinstance(instruction, Backward):
             engine.backward(self.tensors[instruction.loss], **instruction.arguments)
-        elif isinstance(instruction, MakeSGD):
-            groups = [
-                {"params": [self.tensors[name] for name in group.params], **group.overrides}
-                for group in instruction.groups
-            ]
-            self.optimizer = engine.sgd(groups, instruction.defaults)
+        elif isinstance(instruction, MakeOptimizer):
+            self.optimizer = self._build(instruction)
+            self.built = [instruction]
+        elif isinstance(instruction, AddParamGroup):
+            engine.add_param_group(self.optimizer, self._group(instruction.group))
+            self.built.append(instruction)
+        elif isinstance(instruction, ReloadOptimizer):
+            state = engine.state_dict(self.optimizer)
+            make, *added = self.built
+            fresh = self._build(make)
+            for addition in added:
+                engine.add_param_group(fresh, self._group(addition.group))
+            engine.load_state_dict(fresh, state)
+            self.optimizer = fresh
         elif isinstance(instruction, Step):
             engine.step(self.optimizer)
         elif isinstance(instruction, ZeroGrad):
@@ -109,6 +123,14 @@ class _Machine:
         else:
             raise TypeError(f"not an instruction: {instruction!r}")
 
+    def _group(self, group: Group) -> dict[str, Any]:
+        return {"params": [self.tensors[name] for name in group.params], **group.overrides}
+
+    def _build(self, make: MakeOptimizer | AddParamGroup) -> Any:
+        assert isinstance(make, MakeOptimizer)
+        groups = [self._group(group) for group in make.groups]
+        return self.engine.optimizer(make.kind, groups, make.defaults)
+
     def _operand(self, operand: Any) -> Any:
         if isinstance(operand, Ref):
             return self.tensors[operand.name]
@@ -122,6 +144,13 @@ class _Machine:
             return
         for name, param in self.params.items():
             self.engine.follow(param, observation.values[name])  # type: ignore[attr-defined]
+
+    def follow_grads(self, observation: Observation) -> None:
+        """Take the grad values of another engine's observation (see :func:`run`), in place."""
+        for name, param in self.params.items():
+            grad, value = self.engine.grad(param), observation.grads[name]
+            if grad is not None and value is not None:
+                self.engine.follow(grad, value)  # type: ignore[attr-defined]
 
     def observe(self, index: int, label: str, error: ErrorKind | None) -> Observation:
         values: dict[str, np.ndarray] = {}
@@ -148,7 +177,11 @@ class _Machine:
 
 
 def run(
-    engine: Engine, program: Program, *, follow: list[Observation] | None = None
+    engine: Engine,
+    program: Program,
+    *,
+    follow: list[Observation] | None = None,
+    on_observation: Callable[[Observation], None] | None = None,
 ) -> list[Observation]:
     """Run ``program`` on ``engine``; one observation before and after each instruction.
 
@@ -161,16 +194,32 @@ def run(
     checked from the same state, so a rounding difference that the step's comparison
     tolerates (torch's SGD uses fused multiply-adds, the reference does not) cannot flip a
     later kink or tie — ``max`` of values that tie in one engine and differ by an ulp in the
-    other — into a false divergence.
+    other — into a false divergence. Likewise, right before each ``step()`` the reference
+    takes the engine's grad values (the comparison after the last instruction accepted them):
+    the step is then checked on identical grads, so an optimizer that normalizes its update
+    (Adam: ``m / (sqrt(v) + eps)``) cannot turn a rounding-level grad (``1e-17`` against
+    ``0`` after a cancellation) into a full-size step difference.
+
+    ``on_observation`` is called with each observation as it is made (the isolation worker
+    streams them, so an engine that dies leaves the trace up to its crash).
     """
     RUNS[id(engine)] += 1
     machine = _Machine(engine, program)
-    trace = [machine.observe(0, "start", None)]
+    trace: list[Observation] = []
+
+    def record(observation: Observation) -> None:
+        trace.append(observation)
+        if on_observation is not None:
+            on_observation(observation)
+
+    record(machine.observe(0, "start", None))
     for index, instruction in enumerate(program.instructions, start=1):
         error: ErrorKind | None = None
         if not machine.runnable(instruction):
-            trace.append(machine.observe(index, "skipped: " + describe(instruction), None))
+            record(machine.observe(index, "skipped: " + describe(instruction), None))
             continue
+        if follow is not None and isinstance(instruction, Step):
+            machine.follow_grads(follow[index - 1])
         try:
             machine.execute(instruction)
         except Exception as exc:
@@ -184,7 +233,7 @@ def run(
                     + program.to_script(guarded=[index]),
                     trace=trace,
                 ) from exc
-        trace.append(machine.observe(index, describe(instruction), error))
+        record(machine.observe(index, describe(instruction), error))
         if follow is not None and isinstance(instruction, (Step, Update)) and error is None:
             machine.follow(follow[index])
     return trace

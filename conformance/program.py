@@ -112,13 +112,41 @@ class Group:
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
+OPTIMIZERS: Mapping[str, str] = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+"""The optimizer kinds a program may build, with their ``torch.optim`` class names."""
+
+
 @dataclass(frozen=True, eq=False)
-class MakeSGD:
-    """``opt = SGD(groups, **defaults)``; later Step/ZeroGrad act on it. ``defaults`` holds
-    only the hyperparameters the call passes, and each group only the keys it overrides."""
+class MakeOptimizer:
+    """``opt = torch.optim.<Kind>(groups, **defaults)``; later instructions act on ``opt``.
+    ``defaults`` holds only the hyperparameters the call passes, and each group only the keys
+    it overrides."""
 
     groups: tuple[Group, ...]
     defaults: Mapping[str, Any]
+    kind: str = "sgd"
+
+    def __post_init__(self) -> None:
+        if self.kind not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.kind!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+MakeSGD = MakeOptimizer
+"""The name the instruction had while SGD was the only optimizer: ``MakeSGD(groups, defaults)``."""
+
+
+@dataclass(frozen=True, eq=False)
+class AddParamGroup:
+    """``opt.add_param_group({"params": [...], **overrides})``."""
+
+    group: Group
+
+
+@dataclass(frozen=True)
+class ReloadOptimizer:
+    """A ``state_dict()`` round trip into a fresh optimizer, as a checkpoint resume does:
+    ``state = opt.state_dict()``, then ``opt`` built again as it was (its constructor call
+    and every ``add_param_group`` since), then ``opt.load_state_dict(state)``."""
 
 
 @dataclass(frozen=True)
@@ -197,8 +225,8 @@ class EditGrad:
 
 
 Instruction = (
-    Forward | Backward | MakeSGD | Step | ZeroGrad | SetGradNone | SetHyperparameter | Update
-    | EditGrad
+    Forward | Backward | MakeOptimizer | Step | ZeroGrad | SetGradNone | SetHyperparameter
+    | Update | EditGrad | AddParamGroup | ReloadOptimizer
 )
 
 
@@ -230,8 +258,13 @@ class Program:
             lines.append(f"{param.name} = {tensor_literal(param.value, requires_grad=True)}")
         names = ", ".join(f'"{p.name}": {p.name}' for p in self.params)
         lines += [f"params = {{{names}}}", 'show("[0] start")', ""]
+        built: list[Instruction] = []  # what a ReloadOptimizer rebuilds
         for index, instruction in enumerate(self.instructions, start=1):
-            code = render(instruction)
+            code = render(instruction, built=built)
+            if isinstance(instruction, MakeOptimizer):
+                built = [instruction]
+            elif isinstance(instruction, AddParamGroup):
+                built.append(instruction)
             label = f'show("[{index}] {describe(instruction)}")'
             if index in guarded:
                 lines.append("try:")
@@ -248,11 +281,14 @@ def describe(instruction: Instruction) -> str:
     """A one-line summary, e.g. ``loss0.backward(retain_graph=True)``."""
     if isinstance(instruction, Forward):
         return f"forward {instruction.loss} ({len(instruction.nodes)} ops)"
+    if isinstance(instruction, ReloadOptimizer):
+        return "opt rebuilt from opt.state_dict()"
     return " ".join(line.strip() for line in render(instruction)).replace('"', "'")
 
 
-def render(instruction: Instruction) -> list[str]:
-    """The torch code for one instruction."""
+def render(instruction: Instruction, *, built: Sequence[Instruction] = ()) -> list[str]:
+    """The torch code for one instruction; ``built`` is how the current ``opt`` was made (its
+    MakeOptimizer and AddParamGroups), which a ReloadOptimizer repeats."""
     if isinstance(instruction, Forward):
         return [f"{node.out} = {render_node(node)}" for node in instruction.nodes]
     if isinstance(instruction, Backward):
@@ -263,10 +299,15 @@ def render(instruction: Instruction) -> list[str]:
             else:
                 args.append(f"{key}={value}")
         return [f"{instruction.loss}.backward({', '.join(args)})"]
-    if isinstance(instruction, MakeSGD):
+    if isinstance(instruction, MakeOptimizer):
         groups = ", ".join(_render_group(group) for group in instruction.groups)
         defaults = "".join(f", {key}={_scalar(value)}" for key, value in instruction.defaults.items())
-        return [f"opt = torch.optim.SGD([{groups}]{defaults})"]
+        return [f"opt = torch.optim.{OPTIMIZERS[instruction.kind]}([{groups}]{defaults})"]
+    if isinstance(instruction, AddParamGroup):
+        return [f"opt.add_param_group({_render_group(instruction.group)})"]
+    if isinstance(instruction, ReloadOptimizer):
+        rebuilt = [line for step in built for line in render(step)]
+        return ["state = opt.state_dict()", *rebuilt, "opt.load_state_dict(state)"]
     if isinstance(instruction, Step):
         return ["opt.step()"]
     if isinstance(instruction, ZeroGrad):
@@ -308,6 +349,8 @@ def _render_group(group: Group) -> str:
 def _scalar(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return repr(value)
+    if isinstance(value, tuple):  # Adam's betas
+        return "(" + ", ".join(_scalar(item) for item in value) + ")"
     if isinstance(value, (float, np.floating)):
         value = float(value)
         if math.isnan(value) or math.isinf(value):

@@ -14,18 +14,21 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from conformance.adapter import HYPERPARAMETERS, Capabilities
+from conformance.adapter import OPTIMIZER_HYPERPARAMETERS, Capabilities
 from conformance.graphs import Draw, GraphInfo, forwards, values
 from conformance.program import (
     GRAD_EDIT_FORMS,
     OMITTED,
+    OPTIMIZERS,
+    AddParamGroup,
     Backward,
     EditGrad,
     Group,
     Instruction,
-    MakeSGD,
+    MakeOptimizer,
     Param,
     Program,
+    ReloadOptimizer,
     SetGradNone,
     SetHyperparameter,
     Step,
@@ -72,31 +75,59 @@ SGD_DEFAULTS: dict[str, Any] = {"lr": 0.001, "momentum": 0.0, "dampening": 0.0,
                                 "weight_decay": 0.0, "nesterov": False, "maximize": False}
 """torch.optim.SGD's defaults (torch-semantics §9): what a hyperparameter no one passes is."""
 
+ADAM_DEFAULTS: dict[str, Any] = {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8,
+                                 "weight_decay": 0.0, "amsgrad": False, "maximize": False}
+"""torch.optim.Adam's defaults; AdamW's are the same but ``weight_decay=0.01``."""
+
+# Betas at their defaults, at 0 (no averaging), and anywhere in [0, 1); eps small and large
+# (eps dominates the denominator when the second moment is small).
+BETA1 = st.one_of(st.sampled_from([0.9, 0.0, 0.5]), st.floats(0.0, 0.99))
+BETA2 = st.one_of(st.sampled_from([0.999, 0.9, 0.0]), st.floats(0.0, 0.9999))
+EPSILONS = st.sampled_from([1e-8, 1e-6, 0.1, 1.0, 0.0])
+
 
 @st.composite
 def hyperparameters(
-    draw: Draw, capabilities: Capabilities, *, inherited: dict[str, Any] | None = None
+    draw: Draw, capabilities: Capabilities, *, kind: str = "sgd",
+    inherited: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Valid SGD hyperparameters as a user passes them: each supported one is passed or left
-    out about equally often (``{}`` is ``SGD(params)``, torch's defaults). ``inherited`` is
-    what a param group falls back on (the constructor's arguments over SGD's defaults), so
-    nesterov is drawn only where the values in effect make it valid."""
-    every = draw(st.integers(0, 7)) == 0  # now and then every one, as older code spells it
+    """Valid hyperparameters of optimizer ``kind`` as a user passes them: each supported one
+    is passed or left out about equally often (``{}`` is ``SGD(params)``, torch's defaults),
+    now and then every one. ``inherited`` is what a param group falls back on (the
+    constructor's arguments over the optimizer's defaults), so SGD's nesterov is drawn only
+    where the values in effect make it valid."""
+    if kind not in OPTIMIZER_HYPERPARAMETERS:
+        raise InvalidArgument(f"unknown optimizer kind {kind!r}; known: "
+                              f"{', '.join(OPTIMIZER_HYPERPARAMETERS)}")
+    every = draw(st.integers(0, 7)) == 0
 
-    def passes() -> bool:
-        return every or draw(st.booleans())
+    def passes(name: str) -> bool:
+        supported = name == "lr" or capabilities.supports(f"hyper:{name}")
+        return supported and (every or draw(st.booleans()))
 
     drawn: dict[str, Any] = {}
-    if passes():
+    if passes("lr"):
         drawn["lr"] = draw(LEARNING_RATES)
+    if kind != "sgd":
+        if passes("betas"):
+            drawn["betas"] = (draw(BETA1), draw(BETA2))
+        if passes("eps"):
+            drawn["eps"] = draw(EPSILONS)
+        if passes("weight_decay"):
+            drawn["weight_decay"] = draw(FACTORS)
+        if passes("amsgrad"):
+            drawn["amsgrad"] = draw(st.booleans())
+        if passes("maximize"):
+            drawn["maximize"] = draw(st.booleans())
+        return drawn
     for name in ("momentum", "dampening", "weight_decay"):
-        if capabilities.supports(f"hyper:{name}") and passes():
+        if passes(name):
             drawn[name] = draw(FACTORS)
     effective = {**SGD_DEFAULTS, **(inherited or {}), **drawn}
     nesterov_valid = effective["momentum"] > 0 and effective["dampening"] == 0
-    if capabilities.supports("hyper:nesterov") and passes():
+    if passes("nesterov"):
         drawn["nesterov"] = nesterov_valid and draw(st.booleans())
-    if capabilities.supports("hyper:maximize") and passes():
+    if passes("maximize"):
         drawn["maximize"] = draw(st.booleans())
     if not nesterov_valid and {**(inherited or {}), **drawn}.get("nesterov"):
         drawn["nesterov"] = False  # an inherited nesterov=True would not be valid here
@@ -104,11 +135,16 @@ def hyperparameters(
 
 
 @st.composite
-def invalid_hyperparameters(draw: Draw, capabilities: Capabilities) -> dict[str, Any]:
-    """Hyperparameters torch's SGD constructor rejects: exactly one rule broken, sometimes two."""
-    drawn = draw(hyperparameters(capabilities))
-    rules = ["lr"] + [name for name in ("momentum", "weight_decay", "nesterov")
-                      if capabilities.supports(f"hyper:{name}")]
+def invalid_hyperparameters(
+    draw: Draw, capabilities: Capabilities, *, kind: str = "sgd"
+) -> dict[str, Any]:
+    """Hyperparameters the constructor of optimizer ``kind`` rejects: one rule broken,
+    sometimes two (SGD: a negative lr, momentum or weight_decay, nesterov without momentum or
+    with dampening; Adam/AdamW: a negative lr, eps or weight_decay, a beta outside [0, 1))."""
+    drawn = draw(hyperparameters(capabilities, kind=kind))
+    names = (("momentum", "weight_decay", "nesterov") if kind == "sgd"
+             else ("eps", "weight_decay", "betas"))
+    rules = ["lr"] + [name for name in names if capabilities.supports(f"hyper:{name}")]
     broken = draw(st.lists(st.sampled_from(rules), min_size=1, max_size=2, unique=True))
     for rule in broken:
         if rule == "nesterov":
@@ -117,19 +153,28 @@ def invalid_hyperparameters(draw: Draw, capabilities: Capabilities) -> dict[str,
                 drawn["momentum"] = 0.0
             else:
                 drawn["dampening"] = draw(st.floats(0.1, 1.0))
+        elif rule == "betas":
+            bad = draw(st.sampled_from([1.0, -0.1, 1.5]))
+            good = draw(BETA1)
+            drawn["betas"] = (bad, good) if draw(st.booleans()) else (good, bad)
         else:
             drawn[rule] = -draw(st.sampled_from([0.1, 1.0, 1e-8]))
     return drawn
 
 
 @st.composite
-def param_groups(
-    draw: Draw, capabilities: Capabilities, names: Sequence[str], *, max_groups: int = 2
-) -> MakeSGD:
-    """An SGD over all or most ``names`` split into groups with their own hyperparameters.
-
-    Sometimes a param is left out of the optimizer (zero_grad and step must not touch it).
-    """
+def optimizers(
+    draw: Draw, capabilities: Capabilities, names: Sequence[str], *,
+    kinds: Sequence[str] | None = None, max_groups: int = 2,
+) -> MakeOptimizer:
+    """An optimizer of a drawn kind the engine has (or one of ``kinds``) over all or most
+    ``names``, split into groups that override any subset of its hyperparameters (often
+    none) and inherit the rest. Sometimes a param is left out of the optimizer (zero_grad and
+    step must not touch it; ``add_param_group`` may add it later)."""
+    available = [kind for kind in (kinds or OPTIMIZERS) if kind in capabilities.optimizers]
+    if not available:
+        raise InvalidArgument(f"the engine has none of the optimizers {list(kinds or OPTIMIZERS)}")
+    kind = draw(st.sampled_from(available))
     if not capabilities.supports("param_groups"):
         max_groups = 1
     order = draw(st.permutations(list(names)))
@@ -138,15 +183,21 @@ def param_groups(
     cuts = sorted(draw(st.lists(st.integers(1, len(held) - 1), min_size=count - 1,
                                 max_size=count - 1, unique=True))) if count > 1 else []
     bounds = [0, *cuts, len(held)]
-    defaults = draw(hyperparameters(capabilities))
+    defaults = draw(hyperparameters(capabilities, kind=kind))
     groups = []
     for start, stop in itertools.pairwise(bounds):
-        # Each group overrides any subset of keys (often none) and inherits the rest.
         overrides = {}
         if count > 1 and draw(st.integers(0, 2)):
-            overrides = draw(hyperparameters(capabilities, inherited=defaults))
+            overrides = draw(hyperparameters(capabilities, kind=kind, inherited=defaults))
         groups.append(Group(tuple(held[start:stop]), overrides))
-    return MakeSGD(tuple(groups), defaults)
+    return MakeOptimizer(tuple(groups), defaults, kind)
+
+
+def param_groups(
+    capabilities: Capabilities, names: Sequence[str], *, max_groups: int = 2
+) -> st.SearchStrategy[MakeOptimizer]:
+    """:func:`optimizers` for SGD alone."""
+    return optimizers(capabilities, names, kinds=["sgd"], max_groups=max_groups)
 
 
 def graphs(
@@ -159,7 +210,7 @@ def graphs(
 
 
 ACTIONS = ("forward_backward", "backward_again", "step", "zero_grad", "set_grad_none",
-           "set_hyperparameter", "update", "edit_grad")
+           "set_hyperparameter", "update", "edit_grad", "add_param_group", "reload_optimizer")
 """What :func:`programs` draws instructions from (see its docstring)."""
 
 
@@ -175,14 +226,18 @@ def programs(
     max_ops: int = 5,
     ops: Sequence[str] | None = None,
     actions: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> Program:
-    """A whole training loop: params, an SGD, then a drawn sequence of actions.
+    """A whole training loop: params, an optimizer of a drawn kind the engine has (or one of
+    ``kinds``), then a drawn sequence of actions.
 
     Actions (:data:`ACTIONS`): "forward_backward" (a new loss over a drawn subset of params,
     then its backward), "backward_again" (another backward through an earlier loss),
     "step", "zero_grad", "set_grad_none", "set_hyperparameter", "update" (a user's in-place
     update of a param under ``no_grad`` or through ``.data``), "edit_grad" (a user's in-place
-    edit of a grad). Optional arguments are passed or left out as a user would
+    edit of a grad), "add_param_group" (a param the optimizer does not hold yet, with its own
+    overrides), "reload_optimizer" (a ``state_dict()`` round trip into a fresh optimizer).
+    Optional arguments are passed or left out as a user would
     (:func:`backward_calls`, :func:`zero_grad_calls`). Losses use drawn subsets of params, so
     some grads stay None and some params get their first grad late.
     """
@@ -193,13 +248,16 @@ def programs(
             raise InvalidArgument(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
     unsupported = {"set_hyperparameter": not capabilities.supports("set_hyperparameter"),
                    "update": not update_forms(capabilities),
-                   "edit_grad": not capabilities.supports("edit_grad")}
+                   "edit_grad": not capabilities.supports("edit_grad"),
+                   "add_param_group": not capabilities.supports("add_param_group"),
+                   "reload_optimizer": not capabilities.supports("state_dict")}
     chosen_actions = [action for action in chosen_actions if not unsupported.get(action)]
     if not chosen_actions:
         raise InvalidArgument(f"the engine supports none of the actions {actions}")
     drawn_params = draw(params(capabilities, min_size=min_params, max_size=max_params))
     names = [p.name for p in drawn_params]
-    make = draw(param_groups(capabilities, names))
+    make = draw(optimizers(capabilities, names, kinds=kinds))
+    held = {name for group in make.groups for name in group.params}
     instructions: list[Instruction] = [make]
     losses: list[GraphInfo] = []
     count = draw(st.integers(min_instructions, max_instructions))
@@ -228,6 +286,14 @@ def programs(
             instructions.append(draw(updates(capabilities, draw(st.sampled_from(names)))))
         elif action == "edit_grad":
             instructions.append(draw(grad_edits(draw(st.sampled_from(names)))))
+        elif action == "add_param_group" and len(held) < len(names):
+            added = [name for name in names if name not in held]
+            overrides = draw(hyperparameters(capabilities, kind=make.kind,
+                                             inherited=dict(make.defaults)))
+            instructions.append(AddParamGroup(Group(tuple(added), overrides)))
+            held.update(added)
+        elif action == "reload_optimizer":
+            instructions.append(ReloadOptimizer())
     return Program(drawn_params, tuple(instructions))
 
 
@@ -317,13 +383,22 @@ def hand_written_loops(
 
 
 @st.composite
-def _set_hyperparameter(draw: Draw, capabilities: Capabilities, make: MakeSGD) -> Instruction:
+def _set_hyperparameter(draw: Draw, capabilities: Capabilities, make: MakeOptimizer
+                        ) -> Instruction:
     group = draw(st.integers(0, len(make.groups) - 1))
-    keys = [k for k in HYPERPARAMETERS if k == "lr" or capabilities.supports(f"hyper:{k}")]
-    key = draw(st.sampled_from([k for k in keys if k not in ("nesterov", "dampening")]))
+    # Not nesterov or dampening (torch checks nesterov's rule only in the constructor), nor
+    # amsgrad (switched on after a step, torch's next step raises KeyError: no max_exp_avg_sq).
+    changeable = [k for k in OPTIMIZER_HYPERPARAMETERS[make.kind]
+                  if k not in ("nesterov", "dampening", "amsgrad")
+                  and (k == "lr" or capabilities.supports(f"hyper:{k}"))]
+    key = draw(st.sampled_from(changeable))
     if key == "maximize":
         return SetHyperparameter(group, key, draw(st.booleans()))
     if key == "momentum":
         # Keep nesterov valid: torch checks nesterov's rule only in the constructor.
         return SetHyperparameter(group, key, draw(st.sampled_from([0.5, 0.9])))
+    if key == "betas":
+        return SetHyperparameter(group, key, (draw(BETA1), draw(BETA2)))
+    if key == "eps":
+        return SetHyperparameter(group, key, draw(EPSILONS))
     return SetHyperparameter(group, key, draw(LEARNING_RATES if key == "lr" else FACTORS))

@@ -19,6 +19,7 @@ import numpy as np
 from conformance.adapter import Engine
 from conformance.errors import ErrorKind
 from conformance.ops import PYTHON_OPERATORS
+from conformance.program import OPTIMIZERS
 
 # Substrings of torch's own messages (torch-semantics.md), each naming one category.
 TORCH_ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
@@ -32,6 +33,8 @@ TORCH_ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
     (ValueError, "Invalid momentum value", ErrorKind.INVALID_HYPERPARAMETER),
     (ValueError, "Invalid weight_decay value", ErrorKind.INVALID_HYPERPARAMETER),
     (ValueError, "Nesterov momentum requires", ErrorKind.INVALID_HYPERPARAMETER),
+    (ValueError, "Invalid epsilon value", ErrorKind.INVALID_HYPERPARAMETER),
+    (ValueError, "Invalid beta parameter", ErrorKind.INVALID_HYPERPARAMETER),
     (ValueError, "empty parameter list", ErrorKind.EMPTY_PARAMETER_LIST),
     (ValueError, "more than one parameter group", ErrorKind.DUPLICATE_PARAMETER),
     (ValueError, "can't optimize a non-leaf Tensor", ErrorKind.NON_LEAF_PARAMETER),
@@ -108,6 +111,9 @@ class TorchLikeEngine(Engine):
     module: ClassVar[Any]
     sgd_options: ClassVar[Mapping[str, Any]] = {}
     """Extra keyword arguments for ``module.optim.SGD``, e.g. ``{"foreach": True}``."""
+    optimizer_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Extra keyword arguments per optimizer kind, e.g. ``{"adam": {"fused": True}}``
+    (``sgd_options`` for SGD)."""
     error_patterns: ClassVar[Sequence[tuple[type[Exception], str, ErrorKind]]] = (
         TORCH_ERROR_PATTERNS
     )
@@ -148,6 +154,24 @@ class TorchLikeEngine(Engine):
     def sgd(self, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> Any:
         options = {**defaults, **self.sgd_options}
         return self.module.optim.SGD([dict(group) for group in groups], **options)
+
+    def optimizer(
+        self, kind: str, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]
+    ) -> Any:
+        if kind == "sgd":
+            return self.sgd(groups, defaults)
+        options = {**defaults, **self.optimizer_options.get(kind, {})}
+        constructor = getattr(self.module.optim, OPTIMIZERS[kind])
+        return constructor([dict(group) for group in groups], **options)
+
+    def add_param_group(self, optimizer: Any, group: Mapping[str, Any]) -> None:
+        optimizer.add_param_group(dict(group))
+
+    def state_dict(self, optimizer: Any) -> Any:
+        return optimizer.state_dict()
+
+    def load_state_dict(self, optimizer: Any, state: Any) -> None:
+        optimizer.load_state_dict(state)
 
     def step(self, optimizer: Any) -> None:
         optimizer.step()

@@ -134,6 +134,8 @@ class TorchEngine(TorchLikeEngine):
     name = "torch"
     module: ClassVar[Any] = torch
     sgd_options: ClassVar[Mapping[str, Any]] = {"foreach": False}
+    optimizer_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "adam": {"foreach": False}, "adamw": {"foreach": False}}
     known_deviations: ClassVar[Sequence[KnownDeviation]] = (GRADS_SHARE_MEMORY,)
 
 
@@ -142,6 +144,8 @@ class TorchForeachEngine(TorchEngine):
 
     name = "torch-foreach"
     sgd_options: ClassVar[Mapping[str, Any]] = {"foreach": True}
+    optimizer_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "adam": {"foreach": True}, "adamw": {"foreach": True}}
     known_deviations: ClassVar[Sequence[KnownDeviation]] = (
         GRADS_SHARE_MEMORY,
         FOREACH_NESTEROV_WRITES_GRAD,
@@ -153,6 +157,8 @@ class TorchFusedEngine(TorchEngine):
 
     name = "torch-fused"
     sgd_options: ClassVar[Mapping[str, Any]] = {"fused": True}
+    optimizer_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "adam": {"fused": True}, "adamw": {"fused": True}}
     known_deviations: ClassVar[Sequence[KnownDeviation]] = (
         GRADS_SHARE_MEMORY,
         FUSED_LATE_MOMENTUM_BUFFER,

@@ -37,7 +37,8 @@ NON_DEFAULT = {
 def test_steps_match_reference(engine, data):
     """Several forward/backward/step rounds with drawn hyperparameters and zero_grads."""
     program = data.draw(
-        cs.programs(engine.capabilities, actions=["forward_backward", "step", "zero_grad"]),
+        cs.programs(engine.capabilities, actions=["forward_backward", "step", "zero_grad"],
+                    kinds=["sgd"]),
         label="program",
     )
     check_against_reference(engine, program)
@@ -90,7 +91,8 @@ def test_none_grads_are_skipped(engine, data):
     decayed while skipped; when it gets a grad again, the old buffer resumes."""
     program = data.draw(
         cs.programs(engine.capabilities, actions=["forward_backward", "step", "set_grad_none",
-                                                  "zero_grad"], min_instructions=4),
+                                                  "zero_grad"], min_instructions=4,
+                    kinds=["sgd"]),
         label="program",
     )
     check_against_reference(engine, program)
@@ -102,7 +104,8 @@ def test_hyperparameter_changes_between_steps(engine, data):
     """``param_groups[i][key] = value`` between steps takes effect from the next step."""
     program = data.draw(
         cs.programs(engine.capabilities, actions=["forward_backward", "step",
-                                                  "set_hyperparameter"], min_instructions=4),
+                                                  "set_hyperparameter"], min_instructions=4,
+                    kinds=["sgd"]),
         label="program",
     )
     check_against_reference(engine, program)

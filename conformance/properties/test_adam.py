@@ -1,0 +1,112 @@
+"""``Adam`` and ``AdamW`` follow torch's algorithm — lr, betas, eps, weight_decay (L2 for Adam,
+decoupled for AdamW), amsgrad, maximize, param groups, hyperparameter changes — count a step
+only for params that have a grad, and reject invalid hyperparameters as torch does."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance import strategies as cs
+from conformance.program import Backward, Group, MakeOptimizer, Program, Step, ZeroGrad
+from conformance.runner import check_against_reference
+
+KINDS = [pytest.param(kind, marks=pytest.mark.requires(f"optim:{kind}"), id=kind)
+         for kind in ("adam", "adamw")]
+
+NON_DEFAULT = {
+    "amsgrad": st.just(True),
+    "maximize": st.just(True),
+    "weight_decay": st.sampled_from([0.5, 0.1, 1.0]),
+    "betas": st.tuples(st.sampled_from([0.0, 0.5, 0.99]), st.sampled_from([0.0, 0.5, 0.9])),
+    "eps": st.sampled_from([0.1, 1.0, 1e-3]),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
+def test_steps_match_reference(engine, kind, data):
+    """Several forward/backward/step rounds with drawn hyperparameters and zero_grads."""
+    program = data.draw(
+        cs.programs(engine.capabilities, actions=["forward_backward", "step", "zero_grad"],
+                    kinds=[kind]),
+        label="program",
+    )
+    check_against_reference(engine, program)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.requires(f"hyper:{name}"))
+             for name in NON_DEFAULT],
+)
+@given(data=st.data())
+def test_hyperparameter(engine, kind, name, data):
+    """Each hyperparameter forced away from its default over 3 steps (the moments and
+    amsgrad's running maximum differ from the first step's only from the second on)."""
+    params = data.draw(cs.params(engine.capabilities), label="params")
+    hyper = data.draw(cs.hyperparameters(engine.capabilities, kind=kind), label="hyperparameters")
+    hyper[name] = data.draw(NON_DEFAULT[name], label=name)
+    make = MakeOptimizer((Group(tuple(p.name for p in params)),), hyper, kind)
+    steps = []
+    for i in range(3):
+        info = data.draw(cs.graphs(engine.capabilities, loss=f"loss{i}", params=params,
+                                   max_ops=3), label=f"forward {i}")
+        steps += [info.forward, Backward(info.forward.loss), Step(), ZeroGrad()]
+    check_against_reference(engine, Program(params, (make, *steps)))
+
+
+@pytest.mark.requires("param_groups")
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
+def test_param_groups(engine, kind, data):
+    """Two param groups, each overriding some hyperparameters and inheriting the rest."""
+    params = data.draw(cs.params(engine.capabilities, min_size=2), label="params")
+    make = data.draw(cs.optimizers(engine.capabilities, [p.name for p in params], kinds=[kind]),
+                     label="optimizer")
+    steps = []
+    for i in range(2):
+        info = data.draw(cs.graphs(engine.capabilities, loss=f"loss{i}", params=params,
+                                   max_ops=3), label=f"forward {i}")
+        steps += [info.forward, Backward(info.forward.loss), Step()]
+    check_against_reference(engine, Program(params, (make, *steps)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
+def test_none_grads_are_skipped(engine, kind, data):
+    """A param whose grad is None does not move and its step is not counted (its bias
+    correction later starts from its own first step); its moments resume when it gets a grad."""
+    program = data.draw(
+        cs.programs(engine.capabilities, actions=["forward_backward", "step", "set_grad_none",
+                                                  "zero_grad"], min_instructions=4,
+                    kinds=[kind]),
+        label="program",
+    )
+    check_against_reference(engine, program)
+
+
+@pytest.mark.requires("set_hyperparameter")
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
+def test_hyperparameter_changes_between_steps(engine, kind, data):
+    """``param_groups[i][key] = value`` between steps takes effect from the next step."""
+    program = data.draw(
+        cs.programs(engine.capabilities, actions=["forward_backward", "step",
+                                                  "set_hyperparameter"], min_instructions=4,
+                    kinds=[kind]),
+        label="program",
+    )
+    check_against_reference(engine, program)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
+def test_invalid_hyperparameters_raise(engine, kind, data):
+    """The constructor rejects a negative lr, eps or weight_decay and a beta outside [0, 1)."""
+    params = data.draw(cs.params(engine.capabilities, max_size=2), label="params")
+    hyper = data.draw(cs.invalid_hyperparameters(engine.capabilities, kind=kind),
+                      label="hyperparameters")
+    make = MakeOptimizer((Group(tuple(p.name for p in params)),), hyper, kind)
+    check_against_reference(engine, Program(params, (make,)))
