@@ -40,11 +40,19 @@ def matmul(input: Tensor, other: Tensor) -> Tensor:
         raise _matmul_dtype_error("dot", a, b)  # dot checks dtypes before sizes
     if a.ndim <= 2 and b.ndim <= 2:
         if a.ndim == 1 and b.ndim == 2:
-            return squeeze(_matmul_op("mm", unsqueeze(a, 0), b), 0)
+            return _squeeze_in_place(_matmul_op("mm", unsqueeze(a, 0), b))
         return _matmul_op({(1, 1): "dot", (2, 1): "mv", (2, 2): "mm"}[(a.ndim, b.ndim)], a, b)
     if _should_fold(a, b):
         return _folded_matmul(a, b)
     return _batched_matmul(a, b)
+
+
+def _squeeze_in_place(product: Tensor) -> Tensor:
+    """torch's ``mm(...).squeeze_(0)``: an in-place op on the fresh product, so the result
+    is no view, its grad_fn is SqueezeBackward4 and its version is 1."""
+    result: Tensor = _ops.call("squeeze_dim_", product, dim=0)
+    result._version_counter.value += 1
+    return result
 
 
 def _matmul_op(name: str, a: Tensor, b: Tensor) -> Tensor:

@@ -398,6 +398,47 @@ def _gather_backward(grad: Array, self: Array, dim: int, index: Array) -> Array:
     return grad_input
 
 
+# torch's Reduction enum (aten/src/ATen/core/Reduction.h).
+_NONE, _MEAN, _SUM = 0, 1, 2
+
+
+def _mse_loss_backward(grad: Array, self: Array, target: Array, reduction: int) -> Array:
+    # torch's mse_backward kernel: norm * (self - target) * grad, norm = 2 / numel for a mean,
+    # computed in double and cast to the dtype. target's grad is the same call, swapped.
+    norm = (2.0 / self.size if self.size else math.inf) if reduction == _MEAN else 2.0
+    return grad.dtype.type(norm) * (self - target) * grad
+
+
+def _log_softmax_backward(grad: Array, result: Array, dim: int) -> Array:
+    # torch's _log_softmax_backward_data: g - exp(y) * sum(g).
+    total = _numerics.reduce_sum(grad, (dim,) if result.ndim else (), keepdim=True)
+    return grad - _numerics.exp(result) * total
+
+
+def _nll_loss_backward(
+    grad: Array, self: Array, target: Array, total_weight: Array, reduction: int, ignore_index: int
+) -> Array:
+    # torch's nll_loss_backward_out_frame (no class weights): -grad (divided by the total weight
+    # for a mean) at each sample's target class, zero elsewhere and on ignored samples.
+    grad_input = np.zeros(self.shape, dtype=grad.dtype)
+    targets = target.reshape(-1)
+    if reduction == _NONE and self.ndim == 2:
+        for row, cls in enumerate(targets):
+            if cls != ignore_index:
+                grad_input[row, cls] = -grad[row]
+        return grad_input
+    scalar = grad.reshape(())[()]
+    value = -(scalar / total_weight.reshape(())[()] if reduction == _MEAN else scalar)
+    if self.ndim == 1:
+        if targets[0] != ignore_index:
+            grad_input[targets[0]] = value
+        return grad_input
+    for row, cls in enumerate(targets):
+        if cls != ignore_index:
+            grad_input[row, cls] = value
+    return grad_input
+
+
 # --------------------------------------------------------------------------- forwards
 
 
@@ -477,6 +518,81 @@ def _gather(self: Array, dim: int, index: Tensor) -> Array:
 def _addmm(self: Array, mat1: Array, mat2: Array) -> Array:
     # F.linear's addmm: the product first, then the bias (measured bit-identical to torch).
     return np.asarray(_numerics.matmul(mat1, mat2) + self)
+
+
+def _mse_loss(self: Array, target: Array, reduction: int) -> Array:
+    # torch's mse kernel squares the difference, then mean_out (sum, then div) or sum_out.
+    diff = self - target
+    loss = diff * diff
+    if reduction == _NONE:
+        return loss
+    dims = tuple(range(loss.ndim))
+    if reduction == _MEAN:
+        return _mean(loss, dims, keepdim=False)
+    return _numerics.reduce_sum(loss, dims, keepdim=False)
+
+
+def _log_softmax(self: Array, dim: int) -> Array:
+    # torch's CPU kernel: (x - max) - log(sum(exp(x - max))).
+    if self.ndim == 0:
+        return np.zeros_like(self)
+    shifted = self - np.max(self, axis=dim, keepdims=True)
+    total = _numerics.reduce_sum(_numerics.exp(shifted), (dim,), keepdim=True)
+    return np.asarray(shifted - _numerics.log(total))
+
+
+# nll_loss sums its 2-D batch in cascaded partial sums of 2**4 samples per level (8 levels,
+# ceil(log2(batch)) / 8 bits per level, at least 4: 4 below 2**32 samples).
+_NLL_LEVELS, _NLL_LEVEL_POWER = 8, 4
+
+
+def _check_target(cls: int, n_classes: int) -> None:
+    if not 0 <= cls < n_classes:
+        raise IndexError(f"Target {cls} is out of bounds.")
+
+
+def _nll_loss(self: Array, target: Tensor, reduction: int, ignore_index: int) -> tuple[Array, Array]:
+    """torch's nll_loss_out_frame without class weights: the loss and the total weight."""
+    scalar = self.dtype.type
+    targets = [int(cls) for cls in target._data.reshape(-1)]
+    n_classes = self.shape[-1]
+    if self.ndim == 2 and reduction == _NONE:
+        losses = np.zeros(self.shape[0], dtype=self.dtype)
+        for row, cls in enumerate(targets):
+            if cls != ignore_index:
+                _check_target(cls, n_classes)
+                losses[row] = -self[row, cls]
+        return losses, np.zeros((), dtype=self.dtype)
+    if self.ndim == 1:
+        output, total_weight = scalar(0), scalar(0)
+        if targets[0] != ignore_index:
+            _check_target(targets[0], n_classes)
+            total_weight = scalar(1)
+            output = -self[targets[0]] * total_weight
+        if reduction == _MEAN and (total_weight != 0 or self.size == 0):
+            output = output / total_weight
+        return np.asarray(output, dtype=self.dtype), np.asarray(total_weight, dtype=self.dtype)
+    partial = [scalar(0)] * _NLL_LEVELS
+    mask = (1 << _NLL_LEVEL_POWER) - 1
+    ignored = 0
+    for row, cls in enumerate(targets):
+        if cls == ignore_index:
+            ignored += 1
+            continue
+        _check_target(cls, n_classes)
+        partial[0] = partial[0] - self[row, cls]
+        for level in range(_NLL_LEVELS - 1):
+            if row & (mask << (level * _NLL_LEVEL_POWER)):
+                break
+            partial[level + 1] = partial[level + 1] + partial[level]
+            partial[level] = scalar(0)
+    total_weight = scalar(len(targets) - ignored)
+    output = scalar(0)
+    for part in partial:
+        output = output + part
+    if reduction == _MEAN:
+        output = output / total_weight
+    return np.asarray(output, dtype=self.dtype), np.asarray(total_weight, dtype=self.dtype)
 
 
 def _zeros_like(grad: Array) -> Array:
@@ -693,6 +809,26 @@ OPS: dict[str, OpDef] = {
     # softmax and logsumexp over one dim / several dims
     "softmax": _op("SoftmaxBackward0", _softmax, promotion="float", self=_softmax_backward),
     "logsumexp": _op("LogsumexpBackward0", _logsumexp, promotion="float", self=_logsumexp_backward),
+    "log_softmax": _op(
+        "LogSoftmaxBackward0", _log_softmax, promotion="float", self=_log_softmax_backward
+    ),
+    # losses: one node each (cross_entropy is log_softmax, then nll_loss)
+    "mse_loss": _op(
+        "MseLossBackward0",
+        _mse_loss,
+        inputs=("self", "target"),
+        promotion="inputs",
+        self=_mse_loss_backward,
+        target=lambda grad, self, target, reduction: _mse_loss_backward(grad, target, self, reduction),
+    ),
+    # The target (an index tensor) and the total weight (a second output) are saved; self is
+    # saved too, though the formula reads only its shape, as torch's derivatives.yaml names it.
+    "nll_loss": _op(
+        "NllLossBackward0",
+        _nll_loss,
+        outputs=("result", "total_weight"),
+        self=_nll_loss_backward,
+    ),
     # selections along a dim: the index tensor is saved (gather's formula also names self)
     "index_select": _op("IndexSelectBackward0", _index_select, self=_index_select_backward),
     "gather": _op("GatherBackward0", _gather, self=_gather_backward),
@@ -729,6 +865,12 @@ OPS: dict[str, OpDef] = {
         )
         for key, name in (("squeeze", "SqueezeBackward0"), ("squeeze_dim", "SqueezeBackward1"))
     },
+    # x.squeeze_(dim) on a fresh result (matmul's (k,) @ (k, m)): the same tensor, not a view.
+    "squeeze_dim_": _op(
+        "SqueezeBackward4",
+        lambda self, dim: np.squeeze(self, dim),
+        self=lambda grad, self_shape: grad.reshape(self_shape),
+    ),
     # The walker sums the expanded gradient back to the input's shape.
     "expand": _op(
         "ExpandBackward0",

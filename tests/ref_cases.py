@@ -30,7 +30,7 @@ OP_NAMES = (
     "add", "sub", "mul", "div", "neg", "pow", "square",
     "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "clamp",
     "sum", "mean", "softmax", "logsumexp",
-    "matmul", "linear",
+    "matmul", "linear", "log_softmax", "mse_loss", "nll_loss", "cross_entropy",
     "reshape", "view", "transpose", "T", "unsqueeze", "expand", "clone", "to",
     "getitem", "index_select", "gather", "cat", "stack",
     "where", "maximum", "minimum", "max", "amax", "min", "amin",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,13 @@ def backward_after_inplace(tl: Any, *, changed: str, times: int = 1) -> None:
         for _ in range(times):
             hidden.add_(1.0)
     loss.backward()
+
+
+def mse_quietly(tl: Any, input: Any, target: Any) -> Any:
+    """mse_loss of operands of different sizes, without its size warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tl.nn.functional.mse_loss(input, target)
 
 
 def assign_requires_grad(tl: Any) -> None:
@@ -229,6 +237,43 @@ ERROR_CASES = [
       "elements, but got 3 and 2 elements respectively"),
     E("matmul () @ (2,)", lambda tl: tl.ones(()) @ tl.ones(2), RuntimeError,
       "both arguments to matmul need to be at least 1D, but they are 0D and 1D"),
+    E("linear (2,3) with weight (4,2)", lambda tl: tl.nn.functional.linear(
+        tl.ones(2, 3), tl.ones(4, 2)), RuntimeError,
+      "mat1 and mat2 shapes cannot be multiplied (2x3 and 2x4)"),
+    E("linear (3,) with weight (4,2) and a bias", lambda tl: tl.nn.functional.linear(
+        tl.ones(3), tl.ones(4, 2), tl.ones(4)), RuntimeError,
+      "mat1 and mat2 shapes cannot be multiplied (1x3 and 2x4)"),
+    # Losses: the reduction is read before anything else but mse_loss's broadcasting.
+    E("mse_loss reduction='avg'", lambda tl: tl.nn.functional.mse_loss(
+        m34(tl), tl.ones(3, 4, dtype=tl.float64), reduction="avg"), ValueError,
+      "avg is not a valid value for reduction"),
+    E("mse_loss (3,4) against (5,)", lambda tl: mse_quietly(tl, m34(tl), tl.ones(5)), RuntimeError,
+      "The size of tensor a (4) must match the size of tensor b (5) at non-singleton dimension 1"),
+    E("cross_entropy reduction='avg'", lambda tl: tl.nn.functional.cross_entropy(
+        m34(tl), tl.tensor([0, 1, 2]), reduction="avg"), ValueError,
+      "avg is not a valid value for reduction"),
+    E("cross_entropy target 4 of 4 classes", lambda tl: tl.nn.functional.cross_entropy(
+        m34(tl), tl.tensor([0, 4, 1])), IndexError, "Target 4 is out of bounds."),
+    E("cross_entropy target -1 (first bad one)", lambda tl: tl.nn.functional.cross_entropy(
+        m34(tl), tl.tensor([0, -1, 9]), reduction="sum"), IndexError,
+      "Target -1 is out of bounds."),
+    E("cross_entropy (4,) target 4", lambda tl: tl.nn.functional.cross_entropy(
+        x3(tl), tl.tensor(3)), IndexError, "Target 3 is out of bounds."),
+    E("cross_entropy batch 3, target (2,)", lambda tl: tl.nn.functional.cross_entropy(
+        m34(tl), tl.tensor([0, 1])), ValueError,
+      "Expected input batch_size (3) to match target batch_size (2)."),
+    E("cross_entropy target (3, 1)", lambda tl: tl.nn.functional.cross_entropy(
+        m34(tl), tl.tensor([[0], [1], [2]])), RuntimeError,
+      "0D or 1D target tensor expected, multi-target not supported"),
+    E("cross_entropy (3,) target (2,)", lambda tl: tl.nn.functional.cross_entropy(
+        x3(tl), tl.tensor([0, 1])), ValueError,
+      "For 1D input, 1D target must have size 1, but got target size: 2"),
+    E("cross_entropy float target (3,)", lambda tl: tl.nn.functional.cross_entropy(
+        m34(tl), tl.tensor([0.0, 1.0, 2.0])), RuntimeError,
+      "expected target dtype to be Long or Byte, but got Float"),
+    E("cross_entropy int64 target of the input's shape", lambda tl: tl.nn.functional.cross_entropy(
+        x3(tl), tl.tensor([0, 1, 2])), RuntimeError,
+      "Expected floating point type for target with class probabilities, got Long"),
     E("view(5) of 3 elements", lambda tl: x3(tl).view(5), RuntimeError,
       "shape '[5]' is invalid for input of size 3"),
     E("reshape(5) of 3 elements", lambda tl: x3(tl).reshape(5), RuntimeError,
@@ -329,7 +374,19 @@ def duplicate_params(tl: Any) -> object:
     return tl.optim.SGD([x, x])
 
 
+MSE_SIZES = (
+    "Using a target size (torch.Size([4])) that is different to the input size "
+    "(torch.Size([3, 4])). This will likely lead to incorrect results due to broadcasting. "
+    "Please ensure they have the same size."
+)
+
+
+def mse_of_different_sizes(tl: Any) -> object:
+    return tl.nn.functional.mse_loss(m34(tl), tl.ones(4, dtype=tl.float64))
+
+
 WARNING_CASES = [
+    pytest.param(mse_of_different_sizes, MSE_SIZES, id="mse_loss target of another size"),
     pytest.param(non_leaf_grad, NON_LEAF_GRAD, id="non-leaf .grad"),
     pytest.param(duplicate_params, DUPLICATE_PARAMS, id="duplicate params in a group"),
 ]

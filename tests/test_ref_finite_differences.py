@@ -156,6 +156,22 @@ def linear_operands(draw: Any, *, bias: bool) -> Inputs:
 
 
 @st.composite
+def same_shape_pair(draw: Any) -> Inputs:
+    """Two arrays of one shape (mse_loss's input and target)."""
+    shape = draw(SHAPES, label="shape")
+    return Inputs((draw(arrays_of(shape), label="input"), draw(arrays_of(shape), label="target")), {})
+
+
+@st.composite
+def classified(draw: Any, *, batched: bool) -> Inputs:
+    """Logits (N, C) with class indices (N,), or (C,) with a 0-dim class index."""
+    classes = draw(st.integers(1, 4), label="classes")
+    shape = (draw(st.integers(1, 3), label="batch"), classes) if batched else (classes,)
+    target = draw(hnp.arrays(np.int64, shape[:-1], elements=st.integers(0, classes - 1)))
+    return Inputs((draw(arrays_of(shape), label="logits"),), {"target": target})
+
+
+@st.composite
 def reshaped(draw: Any) -> Inputs:
     shape = draw(SHAPES, label="shape")
     targets = [shape[::-1], (-1,), (1, *shape), (int(np.prod(shape)),)]
@@ -380,6 +396,24 @@ FD_CASES = [
       linear_operands(bias=True)),
     C("linear(x, w)", "linear", lambda tl, x, w: tl.nn.functional.linear(x, w),
       linear_operands(bias=False)),
+    C("log_softmax(dim)", "log_softmax",
+      lambda tl, x, dim: tl.nn.functional.log_softmax(x, dim=dim), with_dim()),
+    C("mse_loss", "mse_loss", lambda tl, x, y: tl.nn.functional.mse_loss(x, y), same_shape_pair()),
+    C("mse_loss(sum)", "mse_loss",
+      lambda tl, x, y: tl.nn.functional.mse_loss(x, y, reduction="sum"), same_shape_pair()),
+    C("mse_loss(none)", "mse_loss",
+      lambda tl, x, y: tl.nn.functional.mse_loss(x, y, reduction="none"), same_shape_pair()),
+    C("nll_loss", "nll_loss", lambda tl, x, target: tl.nn.functional.nll_loss(x, t(tl, target)),
+      classified(batched=True)),
+    C("nll_loss(none)", "nll_loss",
+      lambda tl, x, target: tl.nn.functional.nll_loss(x, t(tl, target), reduction="none"),
+      classified(batched=True)),
+    C("cross_entropy (N, C)", "cross_entropy",
+      lambda tl, x, target: tl.nn.functional.cross_entropy(x, t(tl, target)),
+      classified(batched=True)),
+    C("cross_entropy (C,), sum", "cross_entropy",
+      lambda tl, x, target: tl.nn.functional.cross_entropy(x, t(tl, target), reduction="sum"),
+      classified(batched=False)),
     C("reshape", "reshape", lambda tl, x, shape: x.reshape(shape), reshaped()),
     C("view", "view", lambda tl, x, shape: x.view(shape), reshaped()),
     C("transpose", "transpose", lambda tl, x, dim0, dim1: x.transpose(dim0, dim1), transposed()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -337,6 +338,53 @@ def test_zero_grad_without_set_to_none_detaches_a_grad_with_history(tl):
     assert held.grad_fn is None, f"the zeroed grad still has grad_fn {held.grad_fn!r}"
     assert not held.requires_grad, "the zeroed grad must not require grad"
     assert_array_equal(to_numpy(held), np.zeros(2), what="the zeroed grad")
+
+
+# --- backward(create_graph=True): which grads carry history ------------------------------------
+
+MODULE_LEAVES = {
+    "x": [[0.5, -1.25, 2.0], [1.0, 0.25, -0.75]],
+    "w": [[0.5, -1.0, 1.5], [0.25, 2.0, -0.5]],
+    "b": [0.125, -0.25],
+    "y": [[1.5, 0.25, -1.0], [2.0, -0.5, 0.75]],
+}
+
+CREATE_GRAPH_CASES = [
+    # id, f(tl, **leaves), the leaves that require grad, those whose grad requires grad
+    ("linear(x, w, b)", lambda tl, x, w, b: tl.nn.functional.linear(x, w, b), "xwb", "xw"),
+    ("linear(x, w, b), x constant", lambda tl, x, w, b: tl.nn.functional.linear(x, w, b),
+     "wb", ""),
+    ("linear(x, w)", lambda tl, x, w: tl.nn.functional.linear(x, w), "xw", "xw"),
+    ("mse_loss(x, y), y constant", lambda tl, x, y: tl.nn.functional.mse_loss(x, y), "x", "x"),
+    ("mse_loss(y, x, sum), y constant",
+     lambda tl, x, y: tl.nn.functional.mse_loss(y, x, reduction="sum"), "x", "x"),
+    ("mse_loss(x, y)", lambda tl, x, y: tl.nn.functional.mse_loss(x, y), "xy", "xy"),
+    ("cross_entropy(x, target)",
+     lambda tl, x: tl.nn.functional.cross_entropy(x, tl.tensor([2, 0])), "x", "x"),
+    ("nll_loss(x, target)", lambda tl, x: tl.nn.functional.nll_loss(x, tl.tensor([1, 1])), "x", "x"),
+    ("log_softmax(x)", lambda tl, x: tl.nn.functional.log_softmax(x, dim=1), "x", "x"),
+    ("nn.Linear then mse_loss: w, b params",
+     lambda tl, x, w, b, y: tl.nn.functional.mse_loss(tl.nn.functional.linear(x, w, b), y[:, :2]),
+     "wb", "wb"),
+]  # fmt: skip
+
+
+@pytest.mark.filterwarnings(r"ignore:Using backward\(\) with create_graph=True:UserWarning")
+@pytest.mark.parametrize(
+    ("f", "requiring", "with_history"),
+    [pytest.param(*case[1:], id=case[0]) for case in CREATE_GRAPH_CASES],
+)
+def test_create_graph_grads_require_grad_where_torchs_do(tl, f, requiring, with_history):
+    names = tuple(inspect.signature(f).parameters)[1:]
+    leaves = {n: leaf(tl, MODULE_LEAVES[n], requires_grad=n in requiring) for n in names}
+    f(tl, **leaves).sum().backward(create_graph=True)
+    for name, t in leaves.items():
+        if name not in requiring:
+            assert t.grad is None, f"{name} does not require grad but got a grad"
+            continue
+        assert t.grad.requires_grad == (name in with_history), (
+            f"{engine_name(tl)}: {name}.grad.requires_grad is {t.grad.requires_grad}"
+        )
 
 
 # --- §6 SGD ------------------------------------------------------------------------------------

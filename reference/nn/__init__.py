@@ -1,4 +1,4 @@
-"""``reference.nn``: only what the training loop needs, ``nn.functional.linear``."""
+"""``reference.nn``: only what the training loop needs: ``nn.functional``'s linear and losses."""
 
 from reference.nn import functional
 
