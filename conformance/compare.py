@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from conformance.interpret import Observation
-from conformance.program import Program
+from conformance.program import Backward, Program
 
 TOLERANCE: dict[np.dtype, float] = {
     np.dtype("float32"): 2.0**-13,
@@ -71,9 +71,13 @@ def array_mismatch(
 
 
 def observation_mismatches(
-    actual: Observation, expected: Observation, *, tolerance: float = 0.0
+    actual: Observation, expected: Observation, *, tolerance: float = 0.0, history: bool = True
 ) -> list[str]:
-    """Every way the engine's state differs from the reference's at one point."""
+    """Every way the engine's state differs from the reference's at one point. ``history``:
+    compare whether each grad requires grad (:func:`first_divergence` does so only in programs
+    with a ``backward(create_graph=True)``, the only way a torch grad gets history; elsewhere
+    an engine whose grads require grad anyway shows it where it matters, in what a user's edit
+    of such a grad does)."""
     problems = []
     if actual.error != expected.error:
         problems.append(f"error: engine {_error(actual)}, reference {_error(expected)}")
@@ -94,7 +98,7 @@ def observation_mismatches(
                 f"{name}.grad identity: in the engine, {_identity(actual.same_grad[name])}; "
                 f"in the reference, {_identity(expected.same_grad[name])}"
             )
-        if actual.grad_requires_grad[name] != expected.grad_requires_grad[name]:
+        if history and actual.grad_requires_grad[name] != expected.grad_requires_grad[name]:
             problems.append(
                 f"{name}.grad.requires_grad: engine {actual.grad_requires_grad[name]}, "
                 f"reference {expected.grad_requires_grad[name]}"
@@ -142,8 +146,10 @@ def first_divergence(
     the program's tolerance; None where the traces agree as far as both go. A known
     deviation's ``applies`` can ask it about ``(trace, runner.reference_trace(program))``."""
     tolerance = program_tolerance(program)
+    history = any(isinstance(i, Backward) and i.arguments.get("create_graph")
+                  for i in program.instructions)
     for got, want in zip(actual, expected, strict=False):
-        problems = observation_mismatches(got, want, tolerance=tolerance)
+        problems = observation_mismatches(got, want, tolerance=tolerance, history=history)
         if problems:
             return got, want, problems
     return None

@@ -100,6 +100,7 @@ class _Machine:
             make, *added = self.built
             fresh = self._build(make)
             for addition in added:
+                assert isinstance(addition, AddParamGroup)
                 engine.add_param_group(fresh, self._group(addition.group))
             engine.load_state_dict(fresh, state)
             self.optimizer = fresh

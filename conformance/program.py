@@ -311,8 +311,8 @@ def render(instruction: Instruction, *, built: Sequence[Instruction] = ()) -> li
     if isinstance(instruction, Step):
         return ["opt.step()"]
     if isinstance(instruction, ZeroGrad):
-        args = ", ".join(f"{key}={value}" for key, value in instruction.arguments.items())
-        return [f"opt.zero_grad({args})"]
+        passed = ", ".join(f"{key}={value}" for key, value in instruction.arguments.items())
+        return [f"opt.zero_grad({passed})"]
     if isinstance(instruction, SetGradNone):
         return [f"{instruction.param}.grad = None"]
     if isinstance(instruction, SetHyperparameter):

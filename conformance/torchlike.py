@@ -65,6 +65,11 @@ def _operator(function: Callable[..., Any]) -> Impl:
     return lambda m, a, p: function(*a)
 
 
+def _reduction(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A loss's ``reduction`` keyword exactly when the program passes one."""
+    return {"reduction": params["reduction"]} if "reduction" in params else {}
+
+
 TORCH_LIKE_OPS: dict[str, Impl] = {
     **{op: _operator(function) for op, function in PYTHON_OPERATORS.items()},
     "exp": _method("exp"),
@@ -92,6 +97,11 @@ TORCH_LIKE_OPS: dict[str, Impl] = {
     "cat": lambda m, a, p: m.cat(list(a), dim=p["dim"]),
     "stack": lambda m, a, p: m.stack(list(a), dim=p["dim"]),
     "where": lambda m, a, p: m.where(m.tensor(p["cond"]), a[0], a[1]),
+    "linear": lambda m, a, p: m.nn.functional.linear(*a),
+    "mse_loss": lambda m, a, p: m.nn.functional.mse_loss(a[0], a[1], **_reduction(p)),
+    "cross_entropy": lambda m, a, p: m.nn.functional.cross_entropy(
+        a[0], m.tensor(p["target"]), **_reduction(p)
+    ),
 }
 
 
@@ -131,7 +141,7 @@ class TorchLikeEngine(Engine):
         return TORCH_LIKE_OPS[op](self.module, operands, params)
 
     def backward(self, loss: Any, **arguments: Any) -> None:
-        positional = ()
+        positional: tuple[Any, ...] = ()
         if "gradient" in arguments:
             positional = (self.module.tensor(arguments.pop("gradient")),)
         with warnings.catch_warnings():

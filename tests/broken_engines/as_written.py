@@ -211,7 +211,7 @@ class GetItemSliceUnstrided(GetItem):
         return dense
 
 
-class _BareSliceStepIgnoredInBackward(_RoutesOneForm):
+class BareSliceStepIgnoredInBackward(_RoutesOneForm):
     """The backward of a bare slice ``x[a:b:s]`` writes the gradient into the contiguous
     ``dense[a : a + n]``, forgetting the step: ``x[::2]`` sends its gradient to elements 0, 1
     instead of 0, 2 (the forward, done by the array library, is right).
@@ -221,9 +221,6 @@ class _BareSliceStepIgnoredInBackward(_RoutesOneForm):
     (github.com/ml-explore/mlx/issues/4444); Odyssey's N-D ``__getitem__`` "ignores the step
     component of each Slice" (HomericIntelligence/Odyssey#3695). Needs a bare slice with a
     step over 1 that selects two or more elements.
-
-    Not catalogued (hence the underscore) until the suite reaches it: 0.3% of drawn indices
-    are a bare slice with a step that selects two or more elements, and ci misses it.
     """
 
     name = "bare-slice-step-ignored-in-backward"
@@ -283,7 +280,7 @@ class ListIndexReadAsTuple(_AsWritten):
 
 
 # === the hand-written loop ===================================================================
-class _NoGradUpdateKeepsVersion(_AsWritten):
+class NoGradUpdateKeepsVersion(_AsWritten):
     """A user's in-place update under ``no_grad`` (``w -= lr * w.grad``, ``w.sub_``, ``w.add_``,
     ``w.mul_``) does not bump ``w``'s version counter, so a backward through a graph retained
     from before the update silently uses the new values where torch raises "modified by an
@@ -293,14 +290,10 @@ class _NoGradUpdateKeepsVersion(_AsWritten):
     (github.com/pytorch/pytorch/issues/14571: "Observed modified var2.grad"); its fused SGD
     still does (this suite's known deviation FUSED_STEP_KEEPS_VERSION). Needs a retained graph
     that saved a param, an update of that param, and a backward through it again.
-
-    Not catalogued (hence the underscore) until the suite reaches it: no property draws
-    ``hand_written_loops`` (where 16% of loops catch it), and 4.7% of ``test_training_loop``'s
-    programs do, which ci's 60 miss.
     """
 
     name = "no-grad-update-keeps-version"
-    catches_in = ("training_loops::test_training_loop", "training_loops")
+    catches_in = ("training_loops::test_hand_written_loop", "training_loops")
 
     def update(self, param: Any, form: str, scalar: float) -> Any:
         version = param._version
@@ -309,7 +302,7 @@ class _NoGradUpdateKeepsVersion(_AsWritten):
         return bound
 
 
-class _DataUpdateBumpsVersion(_AsWritten):
+class DataUpdateBumpsVersion(_AsWritten):
     """``w.data.sub_(lr * w.grad)`` is run as ``w.detach().sub_(...)``, which shares ``w``'s
     version counter: a later backward through a graph retained from before the update raises
     "modified by an inplace operation", where torch's ``.data`` is invisible to autograd and
@@ -319,14 +312,10 @@ class _DataUpdateBumpsVersion(_AsWritten):
     ("mutations on .data should be invisible to autograd"); pytorch/pytorch#6990 explains the
     difference. Needs an update through ``.data`` of a param a retained graph saved, and a
     backward through it again.
-
-    Not catalogued (hence the underscore) until the suite reaches it: no property draws
-    ``hand_written_loops`` (where about 4% of loops catch it), and none of 300
-    ``test_training_loop`` programs did.
     """
 
     name = "data-update-bumps-version"
-    catches_in = ("training_loops::test_training_loop", "training_loops")
+    catches_in = ("training_loops::test_hand_written_loop", "training_loops")
 
     def update(self, param: Any, form: str, scalar: float) -> Any:
         if form == "data":
@@ -347,7 +336,7 @@ class GradZeroReallocates(_AsWritten):
     """
 
     name = "grad-zero-reallocates"
-    catches_in = ("training_loops::test_training_loop", "training_loops")
+    catches_in = ("training_loops::test_hand_written_loop", "training_loops")
 
     def edit_grad(self, param: Any, form: str, scalar: float) -> None:
         if form == "zero_":
@@ -368,7 +357,7 @@ class IsubRebindsToNewTensor(_AsWritten):
     """
 
     name = "isub-rebinds-to-new-tensor"
-    catches_in = ("training_loops::test_training_loop", "training_loops")
+    catches_in = ("training_loops::test_hand_written_loop", "training_loops")
 
     def update(self, param: Any, form: str, scalar: float) -> Any:
         if form == "isub":

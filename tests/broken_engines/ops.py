@@ -196,10 +196,11 @@ class MaxDim(Function):
         return zeros.scatter(ctx.dim, indices, grad), None, None
 
 
-def _index_tensors(index: tuple[Any, ...]) -> list[torch.Tensor]:
-    """The tensors of an advanced index (what torch's IndexBackward0 saves)."""
+def _index_tensors(index: Any) -> list[torch.Tensor]:
+    """The tensors of an advanced index (what torch's IndexBackward0 saves); a bare index is
+    one part."""
     tensors = []
-    for part in index:
+    for part in index if isinstance(index, tuple) else (index,):
         if isinstance(part, list):
             tensors.append(torch.tensor(part))
         elif isinstance(part, torch.Tensor):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from conformance.engines.torch_engines import TorchEngine
@@ -36,9 +35,8 @@ class NeverFreesGraph(_RetainGraph):
 
     name = "never-frees-graph"
 
-    def backward(self, loss: Any, *, gradient: np.ndarray | None,
-                 retain_graph: bool | None) -> None:
-        super().backward(loss, gradient=gradient, retain_graph=True)
+    def backward(self, loss: Any, **arguments: Any) -> None:
+        super().backward(loss, **{**arguments, "retain_graph": True})
 
 
 class FreesEveryGraph(_RetainGraph):
@@ -56,14 +54,20 @@ class FreesEveryGraph(_RetainGraph):
     def __init__(self) -> None:
         self._released: list[Any] = []  # graph roots; grad_fn objects cannot be weakly referenced
 
-    def backward(self, loss: Any, *, gradient: np.ndarray | None,
-                 retain_graph: bool | None) -> None:
+    def backward(self, loss: Any, **arguments: Any) -> None:
         root = loss.grad_fn
         if root is not None and any(root is released for released in self._released):
             raise RuntimeError(FREED_MESSAGE)
-        super().backward(loss, gradient=gradient, retain_graph=retain_graph)
-        if not retain_graph and root is not None:
+        super().backward(loss, **arguments)
+        if not _retains(arguments) and root is not None:
             self._released.append(root)
+
+
+def _retains(arguments: dict[str, Any]) -> bool:
+    """Whether torch keeps the graph for these backward arguments (retain_graph, which
+    defaults to create_graph)."""
+    retain = arguments.get("retain_graph")
+    return bool(arguments.get("create_graph", False) if retain is None else retain)
 
 
 def _nodes(root: Any) -> Iterator[Any]:
@@ -101,12 +105,11 @@ class RaisesAfterAccumulating(_RetainGraph):
 
     name = "raises-after-accumulating"
 
-    def backward(self, loss: Any, *, gradient: np.ndarray | None,
-                 retain_graph: bool | None) -> None:
+    def backward(self, loss: Any, **arguments: Any) -> None:
         saving = [node for node in _nodes(loss.grad_fn) if _saves_a_tensor(node)]
-        super().backward(loss, gradient=gradient, retain_graph=True)
+        super().backward(loss, **{**arguments, "retain_graph": True})
         if any(node.metadata.get("released") for node in saving):
             raise RuntimeError(FREED_MESSAGE)
-        if not retain_graph:
+        if not _retains(arguments):
             for node in saving:
                 node.metadata["released"] = True

@@ -96,12 +96,12 @@ class ZeroGradTouchesEveryParameter(_ZeroGrad):
             self.parameters.append(weakref.ref(leaf))
         return leaf
 
-    def zero_grad(self, optimizer: Any, *, set_to_none: bool) -> None:
+    def zero_grad(self, optimizer: Any, **arguments: Any) -> None:
         for ref in self.parameters:
             p = ref()
             if p is None or p.grad is None:
                 continue
-            if set_to_none:
+            if arguments.get("set_to_none", True):
                 p.grad = None
             else:
                 _zero_in_place(p.grad)
