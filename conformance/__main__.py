@@ -138,6 +138,11 @@ def _summarize(report: Report, baseline: Report | None) -> int:
     for semantic, counts in sorted(report.semantics().items()):
         text = ", ".join(f"{count} {verdict}" for verdict, count in sorted(counts.items()))
         print(f"  {semantic:<16} {text}")
+    if any(r.set_aside for r in report.results):
+        print(f"  set aside by known deviations: {report.share_set_aside():.1%} of examples")
+    for r in report.flagged():
+        print(f"  {r.id}: {r.share_set_aside:.0%} of its examples set aside "
+              f"({', '.join(f'{label}: {n}' for label, n in sorted(r.set_aside.items()))})")
     for pid in report.stale_deviations:
         print(f"  stale known deviation: {pid} matches no property")
     for r in report.crashes():

@@ -117,6 +117,8 @@ class KnownDeviation:
     reason: str
     evidence: str = ""
     applies: Callable[[Any, Any], bool] | None = None
+    name: str = ""
+    """A short name for reports (which deviation set a run aside); default: the reason's start."""
     """``applies(program, engine_trace)``: True where this deviation shows in a run. When the
     engine crashed (:class:`~conformance.errors.EngineCrash`), ``engine_trace`` is the part
     before the crash, and the crashing instruction is ``program.instructions[len(trace) - 1]``."""
@@ -126,6 +128,13 @@ class KnownDeviation:
                                           for p in self.properties):
             raise ValueError(f"KnownDeviation.property: expected '<semantic>::<test name>' or a "
                              f"tuple of them, got {self.property!r}")
+
+    @builtins.property
+    def label(self) -> str:
+        """How reports name this deviation: ``name``, else the start of ``reason``."""
+        if self.name:
+            return self.name
+        return self.reason if len(self.reason) <= 60 else self.reason[:57].rstrip() + "..."
 
     @builtins.property  # the field ``property`` shadows the builtin in this class body
     def properties(self) -> tuple[str, ...]:

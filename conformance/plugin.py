@@ -135,13 +135,16 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     if pid is None:
         return (yield)
     from conformance.interpret import RUNS
-    from conformance.report import CRASH_PROPERTY, EXAMPLES_PROPERTY
-    from conformance.runner import CURRENT_PROPERTY
+    from conformance.report import CRASH_PROPERTY, EXAMPLES_PROPERTY, TALLY_PROPERTY
+    from conformance.runner import CURRENT_PROPERTY, CURRENT_TALLY, Tally
 
     key = id(engine_of(item.config))
     before = RUNS[key]
+    tally = Tally()
     token = CURRENT_PROPERTY.set(_full_id(item, pid))
+    tally_token = CURRENT_TALLY.set(tally)
     restore = _stop_at_first_failure(item)
+    uncount = _count_examples(item, tally)
     try:
         return (yield)
     except BaseException as failure:  # the failure Hypothesis reports: the shrunk one
@@ -149,9 +152,45 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
             item.user_properties.append((CRASH_PROPERTY, crash.how))
         raise
     finally:
+        uncount()
         restore()
+        CURRENT_TALLY.reset(tally_token)
         CURRENT_PROPERTY.reset(token)
         item.user_properties.append((EXAMPLES_PROPERTY, RUNS[key] - before))
+        item.user_properties.append((TALLY_PROPERTY, {
+            "passed": tally.passed, "failed": tally.failed, "set_aside": dict(tally.set_aside)}))
+
+
+def _count_examples(item: pytest.Item, tally: Any) -> Callable[[], None]:
+    """Count each example's outcome in ``tally`` through Hypothesis's reassignable
+    ``test.hypothesis.inner_test`` (its documented hook for plugins): one that returns passed,
+    one that raises an error failed; a rejection is counted where a known deviation made it
+    (``runner.set_aside_known_deviations``), and Hypothesis's own control flow (a rejection,
+    ``StopTest`` when a draw overruns its data) is no outcome. Returns the undo."""
+    hypothesis_handle = getattr(getattr(item, "obj", None), "hypothesis", None)
+    if hypothesis_handle is None:
+        return lambda: None  # a fixed example: no Hypothesis examples to count
+    from hypothesis.errors import HypothesisException
+
+    inner = hypothesis_handle.inner_test
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = inner(*args, **kwargs)
+        except HypothesisException:
+            raise
+        except Exception:
+            tally.failed += 1
+            raise
+        tally.passed += 1
+        return result
+
+    hypothesis_handle.inner_test = counted
+
+    def undo() -> None:
+        hypothesis_handle.inner_test = inner
+
+    return undo
 
 
 def _worker_crashes(failure: BaseException) -> list[isolation.WorkerCrash]:

@@ -28,6 +28,14 @@ VERDICT_MARKS = {
 EXAMPLES_PROPERTY = "conformance_examples"
 """``user_properties`` key under which the plugin records how many programs a property ran."""
 
+TALLY_PROPERTY = "conformance_tally"
+"""``user_properties`` key under which the plugin records a property's examples: passed,
+failed, and set aside per known deviation (``runner.Tally``)."""
+
+SET_ASIDE_FLAG = 0.10
+"""A property whose known deviations set aside more than this share of its examples is marked
+in reports: every example set aside is one not checked."""
+
 CRASH_PROPERTY = "conformance_crash"
 """``user_properties`` key under which the plugin records how the engine's worker died in a
 property's reported failure: ``"killed by signal SIGSEGV (...)"``, ``"timed out after 60 s"``."""
@@ -47,10 +55,24 @@ class PropertyResult:
     name: str
     verdict: str
     examples: int = 0
+    """Programs run on the engine (a law's example runs two)."""
+    passed: int = 0
+    """Examples checked to the end."""
+    failed: int = 0
+    """Examples that failed: the first failure and each failing shrink of it."""
+    set_aside: dict[str, int] = field(default_factory=dict)
+    """Examples set aside, per known deviation (by its label)."""
     reason: str = ""
     duration_s: float = 0.0
     crash: str = ""
     """How the engine's process died in the reported failure (empty if it did not)."""
+
+    @property
+    def share_set_aside(self) -> float:
+        """The share of examples that reached the engine which a known deviation set aside."""
+        aside = sum(self.set_aside.values())
+        total = self.passed + self.failed + aside
+        return aside / total if total else 0.0
 
 
 @dataclass
@@ -71,6 +93,16 @@ class Report:
 
     def crashes(self) -> list[PropertyResult]:
         return [r for r in self.results if r.crash]
+
+    def share_set_aside(self) -> float:
+        """The share of all examples that reached the engine which deviations set aside."""
+        aside = sum(sum(r.set_aside.values()) for r in self.results)
+        total = sum(r.passed + r.failed for r in self.results) + aside
+        return aside / total if total else 0.0
+
+    def flagged(self) -> list[PropertyResult]:
+        """Properties whose set-aside share is above :data:`SET_ASIDE_FLAG`."""
+        return [r for r in self.results if r.share_set_aside > SET_ASIDE_FLAG]
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -106,16 +138,27 @@ class Report:
             f"- properties: {len(self.results)}, programs run: "
             f"{sum(r.examples for r in self.results)}, runtime: {self.runtime_s:.1f} s",
             f"- verdict counts: {', '.join(f'{k}: {v}' for k, v in sorted(self.counts().items()))}",
+            f"- examples set aside by known deviations: {self.share_set_aside():.1%} overall; "
+            f"{len(self.flagged())} properties above {SET_ASIDE_FLAG:.0%} (marked ⚠)",
             "",
-            "| semantic | property | verdict | programs | reason |",
-            "|---|---|---|---|---|",
+            "| semantic | property | verdict | programs | passed | set aside | reason |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in sorted(self.results, key=lambda r: (r.semantic, r.name)):
             reason = r.reason.replace("|", "\\|").replace("\n", " ")
+            aside = sum(r.set_aside.values())
+            flag = " ⚠" if r.share_set_aside > SET_ASIDE_FLAG else ""
+            aside_text = f"{aside} ({r.share_set_aside:.0%}){flag}" if aside else "0"
             lines.append(
                 f"| {r.semantic} | `{r.name}` | {VERDICT_MARKS[r.verdict]} | {r.examples} "
-                f"| {reason} |"
+                f"| {r.passed} | {aside_text} | {reason} |"
             )
+        if any(r.set_aside for r in self.results):
+            lines += ["", "## Examples set aside, per known deviation", "",
+                      "| property | deviation | examples |", "|---|---|---|"]
+            lines += [f"| `{r.id}` | {label} | {count} |"
+                      for r in sorted(self.results, key=lambda r: r.id)
+                      for label, count in sorted(r.set_aside.items())]
         if self.crashes():
             lines += ["", "## Engine crashes", "",
                       "Programs that killed the engine's process or ran past the time limit "
@@ -164,9 +207,16 @@ class Collector:
             report.nodeid, PropertyResult(f"{semantic}::{name}", semantic, name, "pass")
         )
         result.duration_s += report.duration
-        for key, value in report.user_properties:
+        # user_properties ride on every phase's report (call and teardown): read them once.
+        for key, value in report.user_properties if report.when == "call" else ():
             if key == EXAMPLES_PROPERTY:
                 result.examples += int(str(value))
+            elif key == TALLY_PROPERTY:
+                tally: dict[str, Any] = value  # type: ignore[assignment]
+                result.passed += tally["passed"]
+                result.failed += tally["failed"]
+                for label, count in tally["set_aside"].items():
+                    result.set_aside[label] = result.set_aside.get(label, 0) + count
             elif key == CRASH_PROPERTY:
                 result.crash = str(value)
         xfail_reason = getattr(report, "wasxfail", None)

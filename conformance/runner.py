@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import functools
+from dataclasses import dataclass, field
 
 from hypothesis import assume
 from hypothesis.control import currently_in_test_context
@@ -29,17 +31,45 @@ def reference_engine() -> Engine:
     return ReferenceEngine()
 
 
+@dataclass
+class Tally:
+    """What became of one property's examples (the plugin keeps one per property): checked
+    to the end, failed (the first failure and every failing shrink), or set aside by a known
+    deviation (by its label). Examples a strategy filtered out are none of these."""
+
+    passed: int = 0
+    failed: int = 0
+    set_aside: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def share_set_aside(self) -> float:
+        """The share of the examples that reached the engine which a deviation set aside."""
+        total = self.passed + self.failed + sum(self.set_aside.values())
+        return sum(self.set_aside.values()) / total if total else 0.0
+
+
+CURRENT_TALLY: contextvars.ContextVar[Tally | None] = contextvars.ContextVar(
+    "conformance_tally", default=None
+)
+
+
 def set_aside_known_deviations(
     engine: Engine, program: Program, trace: list[Observation]
 ) -> None:
     """Discard this run if a scoped known deviation of the engine shows in it, unless the
-    property being run is one of that deviation's witnesses."""
+    property being run is one of that deviation's witnesses; the tally counts it under the
+    deviation's label."""
     current = CURRENT_PROPERTY.get()
     if current is None or not currently_in_test_context():
         return  # a fixed example, or outside the suite: it must hold as it is
     for deviation in engine.known_deviations:
-        if deviation.applies is not None and not deviation.witnessed_by(current):
-            assume(not deviation.applies(program, trace))
+        if deviation.applies is None or deviation.witnessed_by(current):
+            continue
+        if deviation.applies(program, trace):
+            tally = CURRENT_TALLY.get()
+            if tally is not None:
+                tally.set_aside[deviation.label] += 1
+            assume(False)
 
 
 _last_reference: tuple[Program, list[Observation]] | None = None
