@@ -38,6 +38,8 @@ EDGE_VALUES = (0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0)
 repeat often enough to make ties for max/min/maximum/minimum."""
 
 POW_EXPONENTS = (2.0, 3.0, 1.0, 0.0, -1.0, 0.5, 1.5, -0.5)
+LOSS_REDUCTIONS: tuple[dict[str, str], ...] = ({}, {}, {"reduction": "sum"}, {"reduction": "mean"})
+"""A loss's reduction as users pass it: mostly left to the default ("mean"), sometimes given."""
 CLAMP_BOUNDS = ({"min": 0.0}, {"min": -1.0, "max": 1.0}, {"max": 0.5}, {"min": -0.5, "max": 2.0})
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
@@ -184,6 +186,7 @@ class _Builder:
         self.ops = ops
         self.dtypes = dtypes
         self.pool: list[_Value] = list(inputs)
+        self.params = frozenset(value.name for value in inputs)
         self.uses: dict[str, int] = {value.name: 0 for value in inputs}
         self.nodes: list[Node] = []
 
@@ -271,6 +274,12 @@ class _Builder:
             self.join(op, x)
         elif op == "where":
             self.where(x)
+        elif op == "linear":
+            self.linear(x)
+        elif op == "mse_loss":
+            self.mse_loss(x)
+        elif op == "cross_entropy":
+            self.cross_entropy(x)
 
     def binary(self, op: str, x: _Value) -> None:
         draw = self.draw
@@ -384,6 +393,78 @@ class _Builder:
             other = self.const(draw(st.sampled_from(broadcastable_shapes(x.shape))), x.dtype)
         args = [x, other] if draw(st.booleans()) else [other, x]
         self.emit("where", args, {"cond": cond})
+
+    # --- modules and losses, as users write them ----------------------------------------
+    def vector_or_matrix(self, x: _Value, *, nonempty: bool = False) -> _Value | None:
+        """A 1-D or 2-D pool value (``x`` itself if it is one), else ``x`` flattened; None
+        when ``nonempty`` asks for at least one element and the choice has none."""
+        def fits(v: _Value) -> bool:
+            return len(v.shape) in (1, 2) and (not nonempty or int(np.prod(v.shape)) > 0)
+        chosen = x if fits(x) else self.pick(where=fits)
+        if chosen is None:
+            chosen = self.emit("reshape", [x], {"shape": (-1,)}, positive=x.positive)
+        return chosen if fits(chosen) else None
+
+    def linear(self, x: _Value) -> None:
+        """``F.linear(x, weight[, bias])`` with weight (out, in) and bias (out,) as nn.Linear
+        holds them: params of fitting shape and dtype when the pool has them, else constants."""
+        draw = self.draw
+
+        def takes(v: _Value, weight: _Value) -> bool:
+            return len(v.shape) in (1, 2) and v.shape[-1] == weight.shape[1] and v.dtype == weight.dtype
+
+        def weight_param(v: _Value) -> bool:
+            return (v.name in self.params and len(v.shape) == 2
+                    and any(takes(u, v) for u in self.pool if u is not v))
+
+        weight: _Value | Const | None = None
+        if draw(st.integers(0, 3)) > 0:  # prefer a param, as nn.Linear holds one
+            weight = self.pick(where=weight_param)
+        if isinstance(weight, _Value):
+            held = weight
+            chosen = self.pick(where=lambda v: v is not held and takes(v, held))
+            assert chosen is not None
+            x, out = chosen, held.shape[0]
+        else:
+            flat = self.vector_or_matrix(x)
+            assert flat is not None
+            x = flat
+            # out: the length of a 1-D param when there is one (to be the bias), else drawn
+            bias_param = self.pick(where=lambda v: v.name in self.params and len(v.shape) == 1
+                                   and v.shape[0] > 0 and v.dtype == flat.dtype)
+            out = bias_param.shape[0] if bias_param is not None and draw(st.booleans()) else (
+                draw(st.integers(1, 3)))
+            weight = self.const((out, x.shape[-1]), x.dtype)
+        args: list[_Value | Const] = [x, weight]
+        if draw(st.booleans()):
+            bias: _Value | Const | None = self.pick(
+                where=lambda v: v.name in self.params and v.shape == (out,) and v.dtype == x.dtype
+            )
+            args.append(bias if bias is not None and draw(st.integers(0, 3)) > 0
+                        else self.const((out,), x.dtype))
+        self.emit("linear", args)
+
+    def mse_loss(self, x: _Value) -> None:
+        """``F.mse_loss`` of a value against a constant target of its shape (either way round),
+        with the reduction left out or passed."""
+        draw = self.draw
+        target = self.const(x.shape, self.other_dtype(x.dtype))
+        params = dict(draw(st.sampled_from(LOSS_REDUCTIONS)))
+        self.emit("mse_loss", [x, target] if draw(st.booleans()) else [target, x], params)
+
+    def cross_entropy(self, x: _Value) -> None:
+        """``F.cross_entropy`` of logits (N, C) with class indices (N,), or (C,) with a 0-dim
+        class index: an int64 constant of valid classes, drawn."""
+        draw = self.draw
+        logits = self.vector_or_matrix(x, nonempty=True)
+        if logits is None:
+            self.emit("sum", [x])
+            return
+        classes = logits.shape[-1]
+        target = draw(hnp.arrays(np.dtype(np.int64), logits.shape[:-1],
+                                 elements=st.integers(0, classes - 1)))
+        params = {"target": target, **draw(st.sampled_from(LOSS_REDUCTIONS))}
+        self.emit("cross_entropy", [logits], params)
 
     # --- finishing -----------------------------------------------------------------------
     def finish_scalar(self) -> _Value:

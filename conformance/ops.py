@@ -69,7 +69,7 @@ class OpInfo:
     """One op: how many tensor operands it takes and how it prints in a torch script."""
 
     name: str
-    arity: int  # -1: a list of tensors (cat, stack)
+    arity: int  # -1: a list of tensors (cat, stack); linear's third operand (bias) is optional
     render: Render
 
 
@@ -95,6 +95,24 @@ def _render_max_dim(method: str) -> Render:
         return f"{a[0]}.{method}({_dims(p)}).values"
 
     return render
+
+
+def _reduction_arg(p: Mapping[str, Any]) -> str:
+    """``, reduction='sum'`` when the call passes a reduction; nothing when it leaves it out."""
+    return f", reduction={p['reduction']!r}" if "reduction" in p else ""
+
+
+def _render_linear(a: Sequence[str], p: Mapping[str, Any]) -> str:
+    return f"torch.nn.functional.linear({', '.join(a)})"  # x, weight and, if passed, bias
+
+
+def _render_mse_loss(a: Sequence[str], p: Mapping[str, Any]) -> str:
+    return f"torch.nn.functional.mse_loss({a[0]}, {a[1]}{_reduction_arg(p)})"
+
+
+def _render_cross_entropy(a: Sequence[str], p: Mapping[str, Any]) -> str:
+    target = _render_index_part(p["target"])  # an int64 array: torch.tensor([2, 0])
+    return f"torch.nn.functional.cross_entropy({a[0]}, {target}{_reduction_arg(p)})"
 
 
 OPS: dict[str, OpInfo] = {
@@ -132,6 +150,13 @@ OPS: dict[str, OpInfo] = {
         OpInfo("cat", -1, lambda a, p: f"torch.cat([{', '.join(a)}], dim={p['dim']})"),
         OpInfo("stack", -1, lambda a, p: f"torch.stack([{', '.join(a)}], dim={p['dim']})"),
         OpInfo("where", 2, lambda a, p: f"torch.where({_render_index_part(p['cond'])}, {a[0]}, {a[1]})"),
+        # Modules and losses as users write them (torch.nn.functional, spelt out: the script
+        # imports torch only). linear's operands are x, weight and an optional bias; the
+        # params hold what is not a tensor operand: a passed reduction, cross_entropy's
+        # int64 class-index target (a constant).
+        OpInfo("linear", 3, _render_linear),
+        OpInfo("mse_loss", 2, _render_mse_loss),
+        OpInfo("cross_entropy", 1, _render_cross_entropy),
     ]
 }
 

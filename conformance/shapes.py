@@ -37,6 +37,12 @@ def result_shape(op: str, shapes: Sequence[Shape | None], params: Mapping[str, A
         return np.concatenate(arrays, axis=params["dim"]).shape
     if op == "stack":
         return np.stack(arrays, axis=params["dim"]).shape
+    if op == "linear":  # x (..., in), weight (out, in)
+        return (*np.shape(first)[:-1], np.shape(arrays[1])[0])
+    if op in ("mse_loss", "cross_entropy") and params.get("reduction", "mean") != "none":
+        return ()
+    if op == "cross_entropy":  # reduction="none": one loss per sample
+        return np.shape(first)[:1] if np.ndim(first) == 2 else ()
     if op == "where":
         return np.broadcast_shapes(params["cond"].shape, *(np.shape(a) for a in arrays))
     return np.broadcast_shapes(*(np.shape(a) for a in arrays))
