@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
@@ -22,12 +23,16 @@ from conformance.program import (
     OPTIMIZERS,
     AddParamGroup,
     Backward,
+    Const,
     EditGrad,
+    Forward,
     Group,
     Instruction,
     MakeOptimizer,
+    Node,
     Param,
     Program,
+    Ref,
     ReloadOptimizer,
     SetGradNone,
     SetHyperparameter,
@@ -404,3 +409,53 @@ def _set_hyperparameter(draw: Draw, capabilities: Capabilities, make: MakeOptimi
     if key == "eps":
         return SetHyperparameter(group, key, draw(EPSILONS))
     return SetHyperparameter(group, key, draw(LEARNING_RATES if key == "lr" else FACTORS))
+
+
+LOSSES = ("mse_loss", "cross_entropy")
+
+
+@st.composite
+def minibatch_loops(
+    draw: Draw, capabilities: Capabilities, *, min_batches: int = 1, max_batches: int = 6,
+) -> Program:
+    """Seed examples 003 and E: an ``nn.Linear`` (params ``weight`` (out, in) and ``bias``
+    (out,)), a drawn optimizer, and a loop over drawn mini-batches ``(X, y)``:
+    ``zero_grad()`` every ``k`` batches, ``loss = loss_fn(linear(X, weight, bias), y)``,
+    ``loss.backward()``, and ``step()`` every ``k`` batches: gradient accumulation, where ``k``
+    batches of a mean-reduced loss give ``k`` times the mean. The loss is ``mse_loss`` or
+    ``cross_entropy`` (drawn among those the engine has), with its reduction passed or not."""
+    _check_range("batches", min_batches, max_batches)
+    losses = [loss for loss in LOSSES if capabilities.supports(f"op:{loss}")]
+    if not capabilities.supports("op:linear") or not losses:
+        raise InvalidArgument("mini-batch loops need the linear op and mse_loss or cross_entropy")
+    dtype = draw(st.sampled_from(capabilities.dtypes))
+    features_in, features_out = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    loss_fn = draw(st.sampled_from(losses))
+    if loss_fn == "cross_entropy":
+        features_out = max(features_out, 2)  # classes
+    weight = Param("weight", draw(values((features_out, features_in), dtype)))
+    bias = Param("bias", draw(values((features_out,), dtype)))
+    make = draw(optimizers(capabilities, ["weight", "bias"], max_groups=1))
+    every = draw(st.integers(1, 3))
+    batch = draw(st.integers(1, 4))
+    reduction = draw(st.sampled_from([OMITTED, OMITTED, "mean", "sum"]))
+    instructions: list[Instruction] = [make]
+    count = draw(st.integers(min_batches, max_batches))
+    for i in range(count):
+        if i % every == 0:
+            instructions.append(draw(zero_grad_calls(capabilities)))
+        inputs = Const(draw(values((batch, features_in), dtype)))
+        output = Node(f"out{i}", "linear", (inputs, Ref("weight"), Ref("bias")))
+        params: dict[str, Any] = {} if reduction is OMITTED else {"reduction": reduction}
+        if loss_fn == "mse_loss":
+            target = Const(draw(values((batch, features_out), dtype)))
+            loss = Node(f"loss{i}", "mse_loss", (Ref(output.out), target), params)
+        else:
+            classes = draw(st.lists(st.integers(0, features_out - 1), min_size=batch,
+                                    max_size=batch))
+            params["target"] = np.array(classes, dtype=np.int64)
+            loss = Node(f"loss{i}", "cross_entropy", (Ref(output.out),), params)
+        instructions += [Forward(loss.out, (output, loss)), Backward(loss.out)]
+        if (i + 1) % every == 0 or i == count - 1:
+            instructions.append(Step())
+    return Program((weight, bias), tuple(instructions))

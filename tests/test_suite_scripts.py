@@ -50,6 +50,7 @@ def _normalized(output: str) -> str:
 ALL_FORMS = st.one_of(
     cs.programs(ENGINE.capabilities, max_instructions=8),
     cs.hand_written_loops(ENGINE.capabilities, max_epochs=3),
+    cs.minibatch_loops(ENGINE.capabilities, max_batches=4),
 )
 """Every instruction kind and call form the suite generates: omitted and given arguments,
 every index form, create_graph, updates under no_grad and through .data, grad edits."""

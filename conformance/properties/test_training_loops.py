@@ -38,3 +38,13 @@ def test_hand_written_loop(engine, data):
     update bumped a saved param's version and uses the new values where (``.data``) it did not."""
     program = data.draw(cs.hand_written_loops(engine.capabilities), label="program")
     check_against_reference(engine, program)
+
+
+@pytest.mark.requires("op:linear")
+@given(data=st.data())
+def test_minibatch_gradient_accumulation(engine, data):
+    """Seed examples 003 and E: ``nn.Linear`` params, ``mse_loss`` or ``cross_entropy`` over
+    drawn mini-batches, ``zero_grad()`` and ``step()`` every k batches (gradient
+    accumulation), with a drawn optimizer; the state compared after every instruction."""
+    program = data.draw(cs.minibatch_loops(engine.capabilities), label="program")
+    check_against_reference(engine, program)
