@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from hypothesis.extra import numpy as hnp
 
 from conformance.ops import ALL_OPS
@@ -178,12 +179,16 @@ class GraphInfo:
 class _Builder:
     def __init__(
         self, draw: Draw, loss: str, inputs: Sequence[_Value], ops: Sequence[str],
-        dtypes: Sequence[np.dtype], masks: bool,
+        dtypes: Sequence[np.dtype], masks: bool, available: Collection[str],
     ) -> None:
         self.draw = draw
         self.masks = masks
         self.loss = loss
         self.ops = ops
+        # Every op the engine has: the helpers that make operands positive, reduce values
+        # into the loss and name it use only these, so an op declared unsupported never
+        # appears, not even as glue.
+        self.available = frozenset(available)
         self.dtypes = dtypes
         self.pool: list[_Value] = list(inputs)
         self.params = frozenset(value.name for value in inputs)
@@ -232,12 +237,48 @@ class _Builder:
     def const(self, shape: Shape, dtype: np.dtype, *, positive: bool = False) -> Const:
         return Const(self.draw(values(shape, dtype, positive=positive)))
 
-    def positive(self, value: _Value) -> _Value:
-        """``value`` itself if positive by construction, else ``abs(value) + c``."""
+    def can(self, *ops: str) -> bool:
+        return all(op in self.available for op in ops)
+
+    def positive(self, value: _Value) -> _Value | None:
+        """``value`` itself if positive by construction, else ``abs(value) + c`` (or, with
+        the ops the engine has, ``exp(value)``, ``value * value + c``, ``sigmoid(value)``);
+        None if the engine has none of them (the caller then emits nothing)."""
         if value.positive:
             return value
         shift = self.draw(st.sampled_from([0.5, 1.0, 2.0]))
-        return self.emit("add", [self.emit("abs", [value]), shift], positive=True)
+        if self.can("abs", "add"):
+            return self.emit("add", [self.emit("abs", [value]), shift], positive=True)
+        if self.can("exp"):
+            return self.emit("exp", [value], positive=True)
+        if self.can("mul", "add"):
+            return self.emit("add", [self.emit("mul", [value, value]), shift], positive=True)
+        if self.can("sigmoid"):
+            return self.emit("sigmoid", [value], positive=True)
+        return None
+
+    def reduce_all(self, value: _Value) -> _Value | None:
+        """``value`` reduced to one element: ``sum`` or ``mean`` (drawn), else ``max``/``min``
+        where the engine has only those; None where it has none."""
+        options = [op for op in ("sum", "mean") if self.can(op)]
+        if not options and int(np.prod(value.shape)) > 0:
+            options = [op for op in ("max", "min", "amax", "amin") if self.can(op)][:1]
+        if not options:
+            return None
+        op = self.draw(st.sampled_from(options))
+        params = {"dim": tuple(range(len(value.shape)))} if op in ("amax", "amin") else None
+        return self.emit(op, [value], params)
+
+    def rename_last(self, name: str) -> _Value:
+        """Give the newest node the name ``name`` (the loss), where no op may name it."""
+        node, value = self.nodes[-1], self.pool[-1]
+        assert node.out == value.name
+        assert self.uses[value.name] == 0
+        del self.uses[value.name]
+        self.nodes[-1] = Node(name, node.op, node.operands, node.params)
+        self.pool[-1] = _Value(name, value.shape, value.dtype, value.positive)
+        self.uses[name] = 0
+        return self.pool[-1]
 
     def other_dtype(self, dtype: np.dtype) -> np.dtype:
         """Usually ``dtype``; sometimes another supported one, to exercise promotion."""
@@ -250,7 +291,9 @@ class _Builder:
         if op in ("neg", "exp", "tanh", "sigmoid", "relu", "abs"):
             self.emit(op, [x], positive=op in ("exp", "sigmoid"))
         elif op in ("log", "sqrt"):
-            self.emit(op, [self.positive(x)], positive=op == "sqrt")
+            operand = self.positive(x)
+            if operand is not None:
+                self.emit(op, [operand], positive=op == "sqrt")
         elif op == "clamp":
             self.emit(op, [x], dict(self.draw(st.sampled_from(CLAMP_BOUNDS))))
         elif op in ("add", "sub", "mul", "div", "pow", "maximum", "minimum"):
@@ -299,9 +342,12 @@ class _Builder:
             positive = op in ("div", "pow")
             other = self.const(shape, self.other_dtype(x.dtype), positive=positive)
         if op == "div" and isinstance(other, _Value):
-            other = self.positive(other)
+            other = self.positive(other) or self.const(other.shape, other.dtype, positive=True)
         if op == "pow":
-            x = self.positive(x)  # a tensor exponent needs a positive base
+            base = self.positive(x)  # a tensor exponent needs a positive base
+            if base is None:
+                return
+            x = base
         left, right = (other, x) if op not in ("div", "pow") and draw(st.booleans()) else (x, other)
         self.emit(op, [left, right], positive=op == "pow" or (op == "div" and x.positive))
 
@@ -314,12 +360,16 @@ class _Builder:
                 return
             exponent = draw(st.sampled_from(POW_EXPONENTS))
             if exponent != int(exponent) or exponent < 0:
-                x = self.positive(x)
+                base = self.positive(x)
+                if base is None:
+                    return
+                x = base
             self.emit(op, [x, exponent], positive=x.positive)
             return
         if op == "div":
-            if on_left:
-                self.emit(op, [draw(st.sampled_from([1.0, -2.0, 0.5])), self.positive(x)])
+            denominator = self.positive(x) if on_left else None
+            if denominator is not None:
+                self.emit(op, [draw(st.sampled_from([1.0, -2.0, 0.5])), denominator])
             else:
                 self.emit(op, [x, draw(st.sampled_from([2.0, -0.5, 4.0, 3.0]))])
             return
@@ -328,7 +378,7 @@ class _Builder:
 
     def matmul(self, x: _Value) -> None:
         if len(x.shape) not in (1, 2):
-            self.emit("sum", [x])
+            self.reduce_all(x)
             return
         draw = self.draw
         k = x.shape[-1] if draw(st.booleans()) else x.shape[0]
@@ -348,13 +398,15 @@ class _Builder:
         size = int(np.prod(x.shape))
         needs_dim = op in ("amax", "amin", "max_dim", "min_dim")
         if (needs_dim and not x.shape) or (op in ("max", "min") and size == 0):
+            if not self.can("sum"):
+                return
             op, needs_dim = "sum", False
         if not x.shape or op in ("max", "min") or (not needs_dim and draw(st.booleans())):
             self.emit(op, [x], positive=x.positive)
             return
         dims = [d for d in range(len(x.shape)) if x.shape[d] > 0 or op in ("sum", "mean")]
         if not dims:
-            self.emit("sum", [x])
+            self.reduce_all(x)
             return
         dim = draw(st.sampled_from(dims))
         dim -= len(x.shape) * draw(st.booleans())
@@ -364,6 +416,8 @@ class _Builder:
     def join(self, op: str, x: _Value) -> None:
         draw = self.draw
         if op == "cat" and not x.shape:
+            if not self.can("stack"):
+                return
             op = "stack"
         dim = draw(st.integers(0, len(x.shape) - (1 if op == "cat" else 0)))
         count = draw(st.integers(1, 2))
@@ -401,8 +455,10 @@ class _Builder:
         def fits(v: _Value) -> bool:
             return len(v.shape) in (1, 2) and (not nonempty or int(np.prod(v.shape)) > 0)
         chosen = x if fits(x) else self.pick(where=fits)
-        if chosen is None:
+        if chosen is None and self.can("reshape"):
             chosen = self.emit("reshape", [x], {"shape": (-1,)}, positive=x.positive)
+        if chosen is None:
+            return None
         return chosen if fits(chosen) else None
 
     def linear(self, x: _Value) -> None:
@@ -427,7 +483,8 @@ class _Builder:
             x, out = chosen, held.shape[0]
         else:
             flat = self.vector_or_matrix(x)
-            assert flat is not None
+            if flat is None:
+                return  # no 1-D or 2-D value, and no reshape to make one
             x = flat
             # out: the length of a 1-D param when there is one (to be the bias), else drawn
             bias_param = self.pick(where=lambda v: v.name in self.params and len(v.shape) == 1
@@ -458,7 +515,6 @@ class _Builder:
         draw = self.draw
         logits = self.vector_or_matrix(x, nonempty=True)
         if logits is None:
-            self.emit("sum", [x])
             return
         classes = logits.shape[-1]
         target = draw(hnp.arrays(np.dtype(np.int64), logits.shape[:-1],
@@ -468,20 +524,37 @@ class _Builder:
 
     # --- finishing -----------------------------------------------------------------------
     def finish_scalar(self) -> _Value:
-        """Reduce every unconsumed value and add them up into the loss."""
+        """Reduce every unconsumed value and add them up into the loss (with the ops the
+        engine has: without ``add``, only the newest reduced value reaches the loss). The loss
+        is 0-dim, or now and then of shape (1,) or (1, 1), which torch accepts as scalars too
+        (a shape some engines reject: often enough to be tested, not so often that a known
+        deviation about it sets aside most of a property's runs)."""
         draw = self.draw
         sinks = [value for value in self.pool if self.uses[value.name] == 0]
-        reduced = [self.emit(draw(st.sampled_from(["sum", "mean"])), [sink]) for sink in sinks]
-        total = reduced[0]
-        for term in reduced[1:]:
-            total = self.emit("add", [total, term])
-        final_shape = draw(st.sampled_from([(), (), (), (1,), (1, 1)]))
+        reduced = [value for sink in sinks if (value := self.reduce_all(sink)) is not None]
+        if not reduced:
+            raise InvalidArgument(
+                "a scalar loss needs sum, mean, max or min, and the engine has none of them")
+        combine = next((op for op in ("add", "sub") if self.can(op)), None)
+        total = reduced[-1]
+        if combine is not None:
+            total = reduced[0]
+            for term in reduced[1:]:
+                total = self.emit(combine, [total, term])
+        if not self.can("reshape"):
+            return self.rename_last(self.loss)
+        final_shape = draw(st.sampled_from([(), (), (), (), (), (), (), (1,), (1, 1)]))
         return self.emit("reshape", [total], {"shape": final_shape}, name=self.loss)
 
     def finish_tensor(self) -> _Value:
-        """The loss is the newest value, as it is (any shape), through a no-op view."""
+        """The loss is the newest value, as it is (any shape), through a no-op view (or, for an
+        engine without reshape, the newest node renamed)."""
         last = self.pool[-1]
-        return self.emit("reshape", [last], {"shape": last.shape}, name=self.loss)
+        if self.can("reshape"):
+            return self.emit("reshape", [last], {"shape": last.shape}, name=self.loss)
+        if not self.nodes or self.nodes[-1].out != last.name:
+            raise InvalidArgument("a non-scalar loss needs at least one op, or reshape")
+        return self.rename_last(self.loss)
 
 
 def _broadcasts(a: Shape, b: Shape) -> bool:
@@ -514,12 +587,18 @@ def forwards(
     min_inputs: int = 1,
     scalar: bool = True,
     masks: bool = True,
+    available: Collection[str] | None = None,
+    positive_params: bool = False,
 ) -> GraphInfo:
     """A :class:`Forward` building ``loss`` from a drawn, non-empty subset of ``params``.
 
-    ``ops`` limits the op set (default: all); ``scalar=False`` leaves the loss as the newest
-    value, of any shape, for a backward with an explicit ``gradient``; ``masks=False`` keeps
-    boolean masks out of indexing.
+    ``ops`` limits the op set grown (default: all); ``available`` is every op the engine has
+    (default: all), which the glue — positive operands, reducing into the loss, naming it —
+    is limited to; ``scalar=False`` leaves the loss as the newest value, of any shape, for a
+    backward with an explicit ``gradient``; ``masks=False`` keeps boolean masks out of
+    indexing. ``positive_params``: a param whose values are all positive serves as a positive
+    operand as it is (no ``abs(x) + c`` in front of log, sqrt, div and pow), for properties
+    about one op alone; only where the forward runs on the params' initial values.
     """
     if not params:
         raise ValueError("forwards() needs at least one param")
@@ -538,8 +617,11 @@ def forwards(
             max_size=len(params), unique_by=lambda p: p.name,
         ).filter(bool)
     )
-    inputs = [_Value(p.name, p.value.shape, p.value.dtype, positive=False) for p in chosen]
-    builder = _Builder(draw, loss, inputs, op_names, dtype_list, masks)
+    inputs = [_Value(p.name, p.value.shape, p.value.dtype,
+                     positive=positive_params and bool((p.value > 0).all()))
+              for p in chosen]
+    glue = ALL_OPS if available is None else frozenset(available)
+    builder = _Builder(draw, loss, inputs, op_names, dtype_list, masks, glue)
     if op_names:
         for op in draw(st.lists(st.sampled_from(op_names), min_size=min_ops, max_size=max_ops)):
             builder.grow(op)

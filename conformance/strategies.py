@@ -61,8 +61,10 @@ def params(
     min_size: int = 1,
     max_size: int = 4,
     shapes: Sequence[tuple[int, ...]] = SHAPES,
+    positive: bool = False,
 ) -> tuple[Param, ...]:
-    """Params ``p0, p1, ...`` of drawn shapes and supported dtypes with edge-rich values."""
+    """Params ``p0, p1, ...`` of drawn shapes and supported dtypes with edge-rich values
+    (``positive``: in [0.5, 4], for an op with a singular point tested alone)."""
     _check_range("size", min_size, max_size)
     dtypes = capabilities.dtypes
     if not dtypes:
@@ -72,7 +74,7 @@ def params(
     for i in range(count):
         shape = draw(st.sampled_from(list(shapes)))
         dtype = draw(st.sampled_from(dtypes))
-        drawn.append(Param(f"p{i}", draw(values(shape, dtype))))
+        drawn.append(Param(f"p{i}", draw(values(shape, dtype, positive=positive))))
     return tuple(drawn)
 
 
@@ -205,13 +207,22 @@ def param_groups(
     return optimizers(capabilities, names, kinds=["sgd"], max_groups=max_groups)
 
 
+def reductions(capabilities: Capabilities) -> st.SearchStrategy[str]:
+    """``"sum"`` or ``"mean"``, whichever the engine has, to reduce a fixed graph into a loss."""
+    available = [op for op in ("sum", "mean") if capabilities.supports(f"op:{op}")]
+    if not available:
+        raise InvalidArgument("the engine has neither sum nor mean to reduce a loss with")
+    return st.sampled_from(available)
+
+
 def graphs(
     capabilities: Capabilities, *, ops: Collection[str] | None = None, **options: Any
 ) -> st.SearchStrategy[GraphInfo]:
     """:func:`~conformance.graphs.forwards` limited to what the engine supports: its ops (or
     those of ``ops`` it supports) and, unless it declared them unsupported, boolean masks."""
     op_set = capabilities.ops if ops is None else capabilities.ops & set(ops)
-    return forwards(ops=op_set, masks=capabilities.bool_masks, **options)
+    return forwards(ops=op_set, masks=capabilities.bool_masks, available=capabilities.ops,
+                    **options)
 
 
 ACTIONS = ("forward_backward", "backward_again", "step", "zero_grad", "set_grad_none",

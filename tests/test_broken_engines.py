@@ -119,3 +119,22 @@ def test_catalogue_covers_every_semantic() -> None:
     assert len(ENTRIES) - len(broken) >= 3, "fewer than 3 controls"
     missing = set(MODULES) - aimed - {"laws", "training_loops"}  # oracle-free and whole-loop
     assert not missing, f"no broken engine aims at {sorted(missing)}"
+
+
+def test_a_per_op_property_isolates_its_op(tmp_path: Path) -> None:
+    """``retain_graph::test_each_op_frees_like_torch[sqrt]`` alone catches an engine whose only
+    bug is sqrt's saving rule: the op stands alone (positive params, no ``abs(x) + c`` in
+    front, whose saved input made the second backward raise anyway)."""
+    spec = f"{PACKAGE}.retain_graph:SqrtKeepsResultUnsaved"
+    command = [
+        sys.executable, "-m", "pytest", "--pyargs", "conformance.properties.test_retain_graph",
+        "--engine", spec, "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q",
+        "--no-header", "--hypothesis-profile=catalogue", "-k",
+        "test_each_op_frees_like_torch and sqrt", f"--catalogue-report={tmp_path / 'r.json'}",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                            timeout=TIMEOUT_S, check=False)
+    record = json.loads((tmp_path / "r.json").read_text())
+    failed = record["outcomes"].get("failed", [])
+    assert [nodeid.split("::")[-1] for nodeid in failed] == [
+        "test_each_op_frees_like_torch[sqrt]"], _explain(result)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from conformance import strategies as cs
 from conformance.adapter import Capabilities
 from conformance.graphs import forwards, indices
-from conformance.ops import index_parts
+from conformance.ops import ALL_OPS, index_parts
 from conformance.program import (
     GRAD_EDIT_FORMS,
     UPDATE_FORMS,
@@ -277,3 +278,29 @@ def test_forwards_rejects_bad_arguments(kwargs, message):
 def test_unknown_capability_is_named():
     with pytest.raises(ValueError, match="unknown feature 'hyper:dampning'"):
         Capabilities(unsupported={"hyper:dampning": "typo"})
+
+
+def _ops_in(program):
+    return {node.op for node in _nodes(program)}
+
+
+@pytest.mark.parametrize("op", sorted(ALL_OPS))
+def test_an_op_declared_unsupported_never_appears(op):
+    """Declare each op unsupported in turn: no generated program contains it, not even as the
+    glue that makes operands positive, reduces values into the loss or names it."""
+    caps = Capabilities(unsupported={f"op:{op}": "declared unsupported by this test"})
+    every = [cs.programs(caps), cs.hand_written_loops(caps)]
+    if caps.supports("op:linear") and {"mse_loss", "cross_entropy"} - {op}:
+        every.append(cs.minibatch_loops(caps))
+    drawn = []
+
+    @settings(max_examples=60, database=None, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.one_of(every))
+    def collect(program):
+        drawn.append(program)
+
+    collect()
+    found = [program for program in drawn if op in _ops_in(program)]
+    assert not found, f"{op} declared unsupported, yet in:\n{found[0].to_script()}"
+    assert any(_nodes(program) for program in drawn)  # the programs did build graphs

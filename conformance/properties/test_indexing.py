@@ -15,6 +15,7 @@ from conformance.runner import check_against_reference
 INDEXED_SHAPES = ((3,), (4,), (2, 3), (3, 1), (3, 4), (2, 2, 2))
 
 
+@pytest.mark.requires("op:getitem")
 @given(data=st.data())
 def test_index_gradient(engine, data):
     """``x[index].sum().backward()`` for ints, slices (empty too), ``None``, ``...``, integer
@@ -23,7 +24,7 @@ def test_index_gradient(engine, data):
                        label="params")
     index = data.draw(indices(params[0].value.shape, masks=engine.capabilities.bool_masks),
                       label="index")
-    reduce = data.draw(st.sampled_from(["sum", "mean"]), label="reduction")
+    reduce = data.draw(cs.reductions(engine.capabilities), label="reduction")
     forward = Forward("loss0", (
         Node("loss0_0", "getitem", (Ref("p0"),), {"index": index}),
         Node("loss0", reduce, (Ref("loss0_0"),)),
@@ -44,14 +45,17 @@ def test_indexing_inside_graphs(engine, data):
     check_against_reference(engine, program)
 
 
+@pytest.mark.requires("op:getitem", "op:sum")
 @given(data=st.data())
 def test_out_of_range_index_raises(engine, data):
-    """An integer index past the end (or a list holding one) raises an index error."""
+    """An integer index past the end (bare, in a tuple, in a list or an index tensor) raises
+    an index error."""
     params = data.draw(cs.params(engine.capabilities, max_size=1, shapes=INDEXED_SHAPES),
                        label="params")
     size = params[0].value.shape[0]
     bad = data.draw(st.sampled_from([size, size + 1, -size - 1]), label="bad index")
-    index = data.draw(st.sampled_from([(bad,), ((0, bad),)]), label="index")
+    index = data.draw(st.sampled_from([bad, (bad,), [0, bad], np.array([0, bad])]),
+                      label="index")
     forward = Forward("loss0", (
         Node("loss0_0", "getitem", (Ref("p0"),), {"index": index}),
         Node("loss0", "sum", (Ref("loss0_0"),)),

@@ -75,6 +75,7 @@ def test_zero_grad_then_step_changes_nothing(engine, data):
             )
 
 
+@pytest.mark.requires("op:add")
 @given(data=st.data())
 def test_separate_backwards_equal_backward_of_the_sum(engine, data):
     """Accumulating two losses' backwards gives the grads of their sum (seed example E)."""
@@ -91,7 +92,7 @@ def test_separate_backwards_equal_backward_of_the_sum(engine, data):
                       separate)
 
 
-@pytest.mark.requires("hyper:maximize")
+@pytest.mark.requires("hyper:maximize", "op:neg")
 @given(data=st.data())
 def test_maximize_equals_minimizing_the_negation(engine, data):
     """SGD(maximize=True) on L moves params exactly like SGD(maximize=False) on -L."""

@@ -121,6 +121,7 @@ def test_invalid_hyperparameters_raise(engine, data):
     check_against_reference(engine, Program(params, (make,)))
 
 
+@pytest.mark.requires("op:mul")
 @given(data=st.data())
 def test_invalid_param_lists_raise(engine, data):
     """An empty parameter list, a param in two groups, or a non-leaf tensor is rejected."""
@@ -139,7 +140,7 @@ def test_invalid_param_lists_raise(engine, data):
     check_against_reference(engine, Program(params, tuple(instructions)))
 
 
-@pytest.mark.requires("hyper:momentum")
+@pytest.mark.requires("hyper:momentum", "op:sum")
 def test_unused_param_example(engine):
     """Fixed example: a param left out of every loss keeps grad None through steps."""
     params = (Param("p0", np.array([1.0, 2.0])), Param("p1", np.array(3.0)))

@@ -7,12 +7,15 @@ the leaves of branches that ran first. Each engine here gets one part of that wr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
+from torch.autograd import Function
 
 from conformance.engines.torch_engines import TorchEngine
+
+from .ops import Context, CustomOps, with_ops
 
 FREED_MESSAGE = (
     "Trying to backward through the graph a second time (or directly access saved tensors "
@@ -113,3 +116,35 @@ class RaisesAfterAccumulating(_RetainGraph):
         if not _retains(arguments):
             for node in saving:
                 node.metadata["released"] = True
+
+
+class SqrtOnContext(Function):
+    """sqrt with its result kept on ``ctx``, not saved: nothing for a backward to free."""
+
+    @staticmethod
+    def forward(ctx: Context, x: torch.Tensor) -> torch.Tensor:
+        result = x.sqrt()
+        ctx.result = result.detach()
+        return result
+
+    @staticmethod
+    def backward(ctx: Context, grad: torch.Tensor) -> torch.Tensor:
+        return grad / (2 * ctx.result)
+
+
+class SqrtKeepsResultUnsaved(CustomOps):
+    """``sqrt`` keeps its result on the context object instead of saving it for backward, so
+    a backward without ``retain_graph`` frees nothing of it and a second backward through
+    ``sqrt`` alone succeeds (and accumulates again), where torch raises.
+
+    torch's docs warn that a custom Function must use ``save_for_backward`` ("storing tensors
+    directly on ctx ... are not checked for in-place modification or freeing"; pytorch/pytorch
+    #31536), and tapes of plain Python objects (micrograd) keep every value alive. Caught only
+    where sqrt stands alone: behind ``abs(x) + c`` (abs saves its input) the second backward
+    raised at abs anyway, so the old generator could not see it.
+    """
+
+    name = "sqrt-keeps-result-unsaved"
+    control: ClassVar[bool] = False
+    catches_in: ClassVar[tuple[str, ...]] = ("retain_graph::test_each_op_frees_like_torch[sqrt]",)
+    functions: ClassVar[Mapping[str, type[Function]]] = with_ops(sqrt=SqrtOnContext)
