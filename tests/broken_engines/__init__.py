@@ -34,6 +34,7 @@ MODULES = (
     "crashes",
     "controls",
     "as_written",
+    "adam",
 )
 
 
