@@ -96,6 +96,56 @@ class Capabilities:
         return tuple(np.dtype(name) for name in names)
 
 
+ANY: Any = type("Any", (), {"__repr__": lambda self: "ANY"})()
+"""A :class:`Diverges` field that matches every value."""
+
+
+@dataclass(frozen=True)
+class Diverges:
+    """How a known deviation shows in a run, by what diverged, not by what the program holds:
+    its first divergence from the reference (``conformance.compare.divergence``) is right after
+    an instruction of a kind in ``at`` (e.g. ``Step``; empty: any), in ``fields`` only (of
+    ``conformance.compare.FIELDS``; empty: any) and in every one of ``involves`` (what makes
+    it this deviation: a bare "grads" would take every wrong gradient for it), with these
+    errors on each side (``ANY``: any;
+    None: no error) and, if given, only in params of ``dtypes``. ``crash=True`` describes an
+    engine that crashes (an unclassified exception, or its process dies) at such an
+    instruction instead.
+
+    >>> from conformance.program import Backward
+    >>> Diverges(at=(Backward,), fields=("error", "grads"), engine_error=None,
+    ...          reference_error=ErrorKind.INPLACE_MODIFIED)  # no in-place error, grads move
+    """
+
+    at: tuple[type, ...] = ()
+    fields: tuple[str, ...] = ()
+    involves: tuple[str, ...] = ()
+    engine_error: Any = ANY
+    reference_error: Any = ANY
+    dtypes: tuple[str, ...] = ()
+    crash: bool = False
+
+    def matches(self, program: Any, found: Any, crashed: Any) -> bool:
+        """Whether a run shows this: ``found`` is its ``FoundDivergence`` (None where it agreed),
+        ``crashed`` the instruction it crashed at (None where it did not crash)."""
+        if self.crash:
+            return crashed is not None and (not self.at or isinstance(crashed, self.at))
+        if found is None or crashed is not None:
+            return False
+        after = program.instructions[found.index - 1] if found.index else None
+        if self.at and not isinstance(after, self.at):
+            return False
+        if self.fields and not found.fields <= set(self.fields):
+            return False
+        if not set(self.involves) <= found.fields:
+            return False
+        if self.engine_error is not ANY and found.engine_error != self.engine_error:
+            return False
+        if self.reference_error is not ANY and found.reference_error != self.reference_error:
+            return False
+        return not self.dtypes or found.dtypes <= set(self.dtypes)
+
+
 @dataclass(frozen=True)
 class KnownDeviation:
     """A behaviour the engine is known to get wrong, run as a strict xfail where it shows.
@@ -119,6 +169,11 @@ class KnownDeviation:
     applies: Callable[[Any, Any], bool] | None = None
     name: str = ""
     """A short name for reports (which deviation set a run aside); default: the reason's start."""
+    diverges: Diverges | None = None
+    """How the deviation shows (preferred over ``applies``): runs whose first divergence it
+    matches are set aside in every other property, and a witness is an expected failure only
+    when its failure matches it — any other divergence fails, in the witness too. ``applies``
+    remains for what a divergence cannot describe; reports call such a deviation syntactic."""
     """``applies(program, engine_trace)``: True where this deviation shows in a run. When the
     engine crashed (:class:`~conformance.errors.EngineCrash`), ``engine_trace`` is the part
     before the crash, and the crashing instruction is ``program.instructions[len(trace) - 1]``."""

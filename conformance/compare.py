@@ -19,9 +19,11 @@ torch's promotion lets a float64 param's grad come out of a float32 computation 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from conformance.errors import ErrorKind
 from conformance.interpret import Observation
 from conformance.program import Backward, Program
 
@@ -31,8 +33,36 @@ TOLERANCE: dict[np.dtype, float] = {
 }
 
 
+FIELDS = ("error", "values", "grads", "grad identity", "grad history", "aliasing")
+"""What a divergence can be in: the error raised (its category, or raising at all), param
+values, grads (values or None-ness), whether a grad is the same object as before, whether
+it requires grad, which grads share memory."""
+
+
+@dataclass(frozen=True)
+class FoundDivergence:
+    """Where and how a run first diverged from the reference: what a known deviation's
+    :class:`~conformance.adapter.Diverges` is matched against."""
+
+    index: int
+    """The observation: 0 before any instruction, i after instruction i."""
+    fields: frozenset[str]
+    """Which of :data:`FIELDS` differ there."""
+    engine_error: ErrorKind | None
+    reference_error: ErrorKind | None
+    dtypes: frozenset[str]
+    """The dtypes of the params whose values or grads differ there."""
+    problems: tuple[str, ...]
+
+
 class Divergence(AssertionError):
-    """The engine's observable state differs from the reference's."""
+    """The engine's observable state differs from the reference's; ``found`` says where."""
+
+    def __init__(self, message: str, found: FoundDivergence | None = None,
+                 program: Program | None = None) -> None:
+        super().__init__(message)
+        self.found = found
+        self.program = program
 
 
 def program_tolerance(program: Program) -> float:
@@ -78,36 +108,46 @@ def observation_mismatches(
     with a ``backward(create_graph=True)``, the only way a torch grad gets history; elsewhere
     an engine whose grads require grad anyway shows it where it matters, in what a user's edit
     of such a grad does)."""
-    problems = []
+    return [text for _, _, text in _mismatches(actual, expected, tolerance, history)]
+
+
+def _mismatches(
+    actual: Observation, expected: Observation, tolerance: float, history: bool
+) -> list[tuple[str, str | None, str]]:
+    """``(field, param, text)`` for each way the two states differ (param None: not one's)."""
+    problems: list[tuple[str, str | None, str]] = []
     if actual.error != expected.error:
-        problems.append(f"error: engine {_error(actual)}, reference {_error(expected)}")
+        problems.append(("error", None,
+                         f"error: engine {_error(actual)}, reference {_error(expected)}"))
     for name, value in expected.values.items():
         why = array_mismatch(actual.values[name], value, tolerance=tolerance)
         if why:
-            problems.append(f"{name}: {why}\n{_pair(actual.values[name], value)}")
+            problems.append(("values", name,
+                             f"{name}: {why}\n{_pair(actual.values[name], value)}"))
     for name, grad in expected.grads.items():
         got = actual.grads[name]
         if (got is None) != (grad is None):
-            problems.append(f"{name}.grad: engine {_short(got)}, reference {_short(grad)}")
+            problems.append(("grads", name,
+                             f"{name}.grad: engine {_short(got)}, reference {_short(grad)}"))
         elif got is not None and grad is not None:
             why = array_mismatch(got, grad, tolerance=tolerance)
             if why:
-                problems.append(f"{name}.grad: {why}\n{_pair(got, grad)}")
+                problems.append(("grads", name, f"{name}.grad: {why}\n{_pair(got, grad)}"))
         if actual.same_grad[name] != expected.same_grad[name]:
-            problems.append(
+            problems.append(("grad identity", name,
                 f"{name}.grad identity: in the engine, {_identity(actual.same_grad[name])}; "
                 f"in the reference, {_identity(expected.same_grad[name])}"
-            )
+            ))
         if history and actual.grad_requires_grad[name] != expected.grad_requires_grad[name]:
-            problems.append(
+            problems.append(("grad history", name,
                 f"{name}.grad.requires_grad: engine {actual.grad_requires_grad[name]}, "
                 f"reference {expected.grad_requires_grad[name]}"
-            )
+            ))
     if actual.aliased_grads != expected.aliased_grads:
-        problems.append(
+        problems.append(("aliasing", None,
             f"grads sharing memory: engine {_pairs(actual)}, reference {_pairs(expected)} "
             "(an accumulation into one of them changes the other)"
-        )
+        ))
     return problems
 
 
@@ -124,19 +164,48 @@ def assert_same_trace(
 ) -> None:
     """Raise :class:`Divergence` at the first observation where the engine differs."""
     __tracebackhide__ = True
-    found = first_divergence(program, actual, expected)
+    found = divergence(program, actual, expected)
     if found is None:
         return
-    _, want, problems = found
+    want = expected[found.index]
     raised = [o.index for o in (*actual, *expected) if o.error is not None]
     raise Divergence(
         f"engine {engine_name!r} diverged from the reference after instruction "
         f"[{want.index}] {want.label}:\n  - "
-        + "\n  - ".join(problem.replace("\n", "\n    ") for problem in problems)
+        + "\n  - ".join(problem.replace("\n", "\n    ") for problem in found.problems)
         + "\n\nReproduce with this torch script; it prints the state after each "
         "instruction (torch's output is the expected one):\n\n"
-        + program.to_script(guarded=sorted(set(raised)))
+        + program.to_script(guarded=sorted(set(raised))),
+        found,
+        program,
     )
+
+
+def divergence(
+    program: Program, actual: Sequence[Observation], expected: Sequence[Observation]
+) -> FoundDivergence | None:
+    """Where the engine's trace first differs from the reference's, and how; None where they
+    agree as far as both go."""
+    tolerance = program_tolerance(program)
+    history = _has_history(program)
+    dtypes = {param.name: str(param.value.dtype) for param in program.params}
+    for got, want in zip(actual, expected, strict=False):
+        found = _mismatches(got, want, tolerance, history)
+        if found:
+            return FoundDivergence(
+                index=want.index,
+                fields=frozenset(field for field, _, _ in found),
+                engine_error=got.error,
+                reference_error=want.error,
+                dtypes=frozenset(dtypes[name] for _, name, _ in found if name in dtypes),
+                problems=tuple(text for _, _, text in found),
+            )
+    return None
+
+
+def _has_history(program: Program) -> bool:
+    return any(isinstance(i, Backward) and i.arguments.get("create_graph")
+               for i in program.instructions)
 
 
 def first_divergence(
@@ -146,8 +215,7 @@ def first_divergence(
     the program's tolerance; None where the traces agree as far as both go. A known
     deviation's ``applies`` can ask it about ``(trace, runner.reference_trace(program))``."""
     tolerance = program_tolerance(program)
-    history = any(isinstance(i, Backward) and i.arguments.get("create_graph")
-                  for i in program.instructions)
+    history = _has_history(program)
     for got, want in zip(actual, expected, strict=False):
         problems = observation_mismatches(got, want, tolerance=tolerance, history=history)
         if problems:

@@ -40,3 +40,5 @@ class EngineCrash(AssertionError):
     def __init__(self, message: str, trace: list[Any] | None = None) -> None:
         super().__init__(message)
         self.trace: list[Any] = trace if trace is not None else []
+        self.program: Any = None
+        """The program that crashed (set by the runner, which knows it)."""

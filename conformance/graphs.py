@@ -76,16 +76,21 @@ def indices(draw: Draw, shape: Shape, *, masks: bool = True) -> Any:
     bare = [form for form in BARE_INDEX_FORMS if masks or form != "mask"]
     form = draw(st.sampled_from([*bare, "tuple", "tuple", "tuple"]))
     size = shape[0]
+    # Each form reaches its edges on purpose: -1 (the last element, the negative int users
+    # write most), a stepped slice and an open-ended one, a repeated index (its grads add up).
     if form == "int" and size > 0:
-        return draw(_int_in(size))
+        return draw(st.one_of(st.just(-1), _int_in(size)))
     if form in ("int", "slice"):
-        return draw(_slices(size))
+        edges = [slice(None, None, 2), slice(1, None), slice(None, -1)]
+        return draw(st.one_of(st.sampled_from(edges), _slices(size)))
     if form == "ellipsis":
         return Ellipsis
     if form == "none":
         return None
     if form in ("list", "tensor") and size > 0:
         chosen = draw(st.lists(_int_in(size), min_size=1, max_size=4))
+        if draw(st.booleans()):
+            chosen = [*chosen, chosen[0]]  # a duplicate
         return chosen if form == "list" else np.array(chosen, dtype=np.int64)
     if form == "mask":
         return draw(hnp.arrays(np.dtype(bool), shape[: draw(st.integers(1, len(shape)))]))

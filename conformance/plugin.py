@@ -150,6 +150,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     except BaseException as failure:  # the failure Hypothesis reports: the shrunk one
         for crash in _worker_crashes(failure):
             item.user_properties.append((CRASH_PROPERTY, crash.how))
+        _check_witness(item, failure)
         raise
     finally:
         uncount()
@@ -191,6 +192,35 @@ def _count_examples(item: pytest.Item, tally: Any) -> Callable[[], None]:
         hypothesis_handle.inner_test = inner
 
     return undo
+
+
+class WitnessMismatch(Exception):
+    """A known deviation's witness failed, but not as the deviation describes: a second bug.
+    Not an AssertionError, so the witness's xfail (``raises=AssertionError``) does not take it."""
+
+
+def _check_witness(item: pytest.Item, failure: BaseException) -> None:
+    """Raise :class:`WitnessMismatch` when a witness of a deviation that says how it diverges
+    (``KnownDeviation.diverges``) failed in another way."""
+    deviation = item.stash.get(_witness_key, None)
+    if deviation is None or deviation.diverges is None:
+        return
+    from conformance.compare import Divergence
+    from conformance.errors import EngineCrash
+    from conformance.interpret import crashed_at
+
+    if isinstance(failure, Divergence) and failure.found is not None:
+        program = getattr(failure, "program", None)
+        if program is not None and deviation.diverges.matches(program, failure.found, None):
+            return
+    elif isinstance(failure, EngineCrash) and failure.program is not None:
+        crashed = crashed_at(failure.program, failure.trace)
+        if deviation.diverges.matches(failure.program, None, crashed):
+            return
+    raise WitnessMismatch(
+        f"the witness of known deviation {deviation.label!r} failed in a way the deviation "
+        f"does not describe ({deviation.diverges}): a second, unrecorded difference"
+    ) from failure
 
 
 def _worker_crashes(failure: BaseException) -> list[isolation.WorkerCrash]:

@@ -11,10 +11,10 @@ from hypothesis import assume
 from hypothesis.control import currently_in_test_context
 
 from conformance import interpret, isolation
-from conformance.adapter import Engine
-from conformance.compare import assert_same_trace
+from conformance.adapter import Engine, KnownDeviation
+from conformance.compare import assert_same_trace, divergence
 from conformance.errors import EngineCrash
-from conformance.interpret import Observation, run
+from conformance.interpret import Observation, crashed_at, run
 from conformance.program import Program
 
 CURRENT_PROPERTY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -54,7 +54,7 @@ CURRENT_TALLY: contextvars.ContextVar[Tally | None] = contextvars.ContextVar(
 
 
 def set_aside_known_deviations(
-    engine: Engine, program: Program, trace: list[Observation]
+    engine: Engine, program: Program, trace: list[Observation], *, crashed: bool = False
 ) -> None:
     """Discard this run if a scoped known deviation of the engine shows in it, unless the
     property being run is one of that deviation's witnesses; the tally counts it under the
@@ -63,13 +63,32 @@ def set_aside_known_deviations(
     if current is None or not currently_in_test_context():
         return  # a fixed example, or outside the suite: it must hold as it is
     for deviation in engine.known_deviations:
-        if deviation.applies is None or deviation.witnessed_by(current):
+        if deviation.witnessed_by(current):
             continue
-        if deviation.applies(program, trace):
+        if deviation.diverges is not None:
+            shows = shows_deviation(deviation, program, trace, crashed=crashed)
+        elif deviation.applies is not None:
+            shows = deviation.applies(program, trace)
+        else:
+            continue
+        if shows:
             tally = CURRENT_TALLY.get()
             if tally is not None:
                 tally.set_aside[deviation.label] += 1
             assume(False)
+
+
+def shows_deviation(deviation: KnownDeviation, program: Program, trace: list[Observation],
+                    *, crashed: bool = False) -> bool:
+    """Whether this run — ``trace`` on the engine, up to its crash if ``crashed`` — shows the
+    deviation as its ``diverges`` describes it: by its first divergence from the reference."""
+    assert deviation.diverges is not None
+    if crashed:
+        return deviation.diverges.matches(program, None, crashed_at(program, trace))
+    if deviation.diverges.crash:
+        return False
+    found = divergence(program, trace, reference_trace(program))
+    return deviation.diverges.matches(program, found, None)
 
 
 _last_reference: tuple[Program, list[Observation]] | None = None
@@ -103,7 +122,8 @@ def _run_on_engine(engine: Engine, program: Program) -> list[Observation]:
     try:
         return _execute(engine, program)
     except EngineCrash as crash:
-        set_aside_known_deviations(engine, program, crash.trace)
+        crash.program = program  # for a witness's check of what its failure was
+        set_aside_known_deviations(engine, program, crash.trace, crashed=True)
         raise
 
 

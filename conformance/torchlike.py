@@ -40,7 +40,10 @@ TORCH_ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
     (ValueError, "can't optimize a non-leaf Tensor", ErrorKind.NON_LEAF_PARAMETER),
     # A hand-written update or grad edit while the grad is None: `lr * w.grad` and
     # `w.add_(w.grad, ...)` raise TypeError, `w.grad.zero_()` AttributeError.
-    (TypeError, "NoneType", ErrorKind.NONE_GRAD),
+    # Only these messages: torch's fused SGD raises a TypeError naming NoneType for its own
+    # bug ("expected Tensor as element 1 in argument 2, but got NoneType"), a crash.
+    (TypeError, "unsupported operand type(s) for *: 'float' and 'NoneType'", ErrorKind.NONE_GRAD),
+    (TypeError, "must be Tensor, not NoneType", ErrorKind.NONE_GRAD),
     (AttributeError, "'NoneType' object has no attribute", ErrorKind.NONE_GRAD),
 )
 

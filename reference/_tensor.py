@@ -42,6 +42,13 @@ _IN_PLACE_ON_GRAPH = (
 ShapeArg = Any  # ints, or one tuple/list of ints, as torch accepts them
 
 
+def _not_none(method: str, other: Any) -> None:
+    """torch's argument check for an in-place op given None (a user's ``w.add_(w.grad)``
+    while the grad is None)."""
+    if other is None:
+        raise TypeError(f"{method}(): argument 'other' (position 1) must be Tensor, not NoneType")
+
+
 class Tensor:
     """An n-dimensional array that records the operations applied to it for ``backward()``.
 
@@ -427,15 +434,19 @@ class Tensor:
         return self._write(np.broadcast_to(value, np.broadcast_shapes(value.shape, self.shape)))
 
     def add_(self, other: Any, *, alpha: builtins.float = 1) -> Tensor:
+        _not_none("add_", other)
         return self._in_place(lambda a, b: _functions.axpy(a, b, alpha, +1), other)
 
     def sub_(self, other: Any, *, alpha: builtins.float = 1) -> Tensor:
+        _not_none("sub_", other)
         return self._in_place(lambda a, b: _functions.axpy(a, b, alpha, -1), other)
 
     def mul_(self, other: Any) -> Tensor:
+        _not_none("mul_", other)
         return self._in_place(np.multiply, other)
 
     def div_(self, other: Any) -> Tensor:
+        _not_none("div_", other)
         return self._in_place(np.true_divide, other, true_divide=True)
 
     def zero_(self) -> Tensor:

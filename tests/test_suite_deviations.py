@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINES = '''
 import os
 from typing import Any, ClassVar
-from conformance.adapter import KnownDeviation
+from conformance.adapter import Diverges, KnownDeviation
 from conformance.engines.torch_engines import TorchEngine
 from conformance.interpret import crashed_at
-from conformance.program import Step
+from conformance.program import Step, ZeroGrad
 
 
 def _step_with_a_none_grad(program: Any, trace: Any) -> bool:
@@ -90,6 +90,34 @@ class StaleDeviation(TorchEngine):
         KnownDeviation(property="zero_grad::test_zero_grad_default_sets_none",
                        reason="fixed upstream since"),
     )
+
+
+class _ZeroGradKeepsGrads(TorchEngine):
+    """zero_grad() leaves every grad as it is: the bug the witnesses below meet first."""
+
+    def zero_grad(self, optimizer: Any, **arguments: Any) -> None:
+        pass
+
+
+class WitnessMeetsAnotherBug(_ZeroGradKeepsGrads):
+    """Declares a deviation after step() in grads; its witness fails after zero_grad()."""
+
+    name = "witness-meets-another-bug"
+    known_deviations: ClassVar = (KnownDeviation(
+        property="zero_grad::test_zero_grad_default_sets_none",
+        reason="step() writes into p.grad", diverges=Diverges(at=(Step,), fields=("grads",)),
+    ),)
+
+
+class WitnessMeetsItsBug(_ZeroGradKeepsGrads):
+    """The same bug, declared as what it is: its witness is an expected failure."""
+
+    name = "witness-meets-its-bug"
+    known_deviations: ClassVar = (KnownDeviation(
+        property="zero_grad::test_zero_grad_default_sets_none",
+        reason="zero_grad() keeps grads",
+        diverges=Diverges(at=(ZeroGrad,), fields=("grads", "grad identity")),
+    ),)
 
 
 class NamedTwice(TorchEngine):
@@ -279,3 +307,17 @@ def test_malformed_deviation_property_names_the_value(bad: object) -> None:
     with pytest.raises(ValueError, match=r"KnownDeviation\.property") as info:
         KnownDeviation(property=bad, reason="x")  # type: ignore[arg-type]
     assert repr(bad) in str(info.value)
+
+
+def test_a_witness_failing_another_way_is_not_its_known_deviation(engines: Path) -> None:
+    """A witness is an expected failure only when its failure is the one its deviation
+    describes (``diverges``): a second, unrelated bug in it fails the run."""
+    other = _suite(engines, "WitnessMeetsAnotherBug", "test_zero_grad_default_sets_none")
+    assert other.returncode == 1, other.stdout[-3000:]
+    assert "FAILED conformance/properties/test_zero_grad.py::test_zero_grad_default_sets_none" \
+        in other.stdout, other.stdout[-3000:]
+    assert "a way the deviation does not describe" in other.stdout, other.stdout[-3000:]
+    own = _suite(engines, "WitnessMeetsItsBug", "test_zero_grad_default_sets_none")
+    assert own.returncode == 0, own.stdout[-3000:]
+    assert "XFAIL conformance/properties/test_zero_grad.py::test_zero_grad_default_sets_none" \
+        in own.stdout, own.stdout[-3000:]

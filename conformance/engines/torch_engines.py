@@ -7,15 +7,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from conformance.adapter import KnownDeviation
-from conformance.interpret import crashed_at
-from conformance.program import Backward, Forward, MakeSGD, Step
+from conformance.adapter import Diverges, KnownDeviation
+from conformance.errors import ErrorKind
+from conformance.program import Backward, Step
 from conformance.torchlike import TorchLikeEngine
-
-
-def _grads_share_memory(program: Any, trace: Any) -> bool:
-    return any(observation.aliased_grads for observation in trace)
-
 
 GRADS_SHARE_MEMORY = KnownDeviation(
     property="accumulation::test_grads_are_separate_tensors",
@@ -34,17 +29,9 @@ loss.backward()
 print(a.grad, b.grad)  # tensor(3.) tensor(3.); two backwards of d(loss)/da = 1 give 2
 a.grad.add_(10); print(b.grad)  # tensor(13.): b.grad is a view of the same buffer
 """,
-    applies=_grads_share_memory,
+    name="grads share memory",
+    diverges=Diverges(fields=("aliasing", "grads"), involves=("aliasing",)),
 )
-
-
-def _uses_nesterov(program: Any, trace: Any) -> bool:
-    for instruction in program.instructions:
-        if isinstance(instruction, MakeSGD):
-            groups = [instruction.defaults, *(g.overrides for g in instruction.groups)]
-            if any(group.get("nesterov") for group in groups):
-                return True
-    return False
 
 
 FOREACH_NESTEROV_WRITES_GRAD = KnownDeviation(
@@ -64,12 +51,9 @@ for foreach in (False, True):
     opt.step()
     print(foreach, p.grad)  # False: tensor([1., 1.])   True: tensor([1.5000, 1.5000])
 """,
-    applies=_uses_nesterov,
+    name="foreach nesterov writes p.grad",
+    diverges=Diverges(at=(Step,), fields=("grads",)),
 )
-
-
-def _crashed_at_step(program: Any, trace: Any) -> bool:
-    return isinstance(crashed_at(program, trace), Step)
 
 
 FUSED_LATE_MOMENTUM_BUFFER = KnownDeviation(
@@ -89,21 +73,9 @@ p0.sum().backward(); opt.step(); opt.zero_grad()   # only p0 has a grad, and a b
 opt.step()   # TypeError: expected Tensor as element 1 in argument 2, but got NoneType
 # foreach=False: p0 = -0.29, p1 = 0.0 (abs'(0) = 0, so p1's first buffer is 0)
 """,
-    applies=_crashed_at_step,
+    name="fused momentum crashes on a late first grad",
+    diverges=Diverges(at=(Step,), crash=True),
 )
-
-
-def _backward_after_step_through_an_older_graph(program: Any, trace: Any) -> bool:
-    built: dict[str, int] = {}
-    last_step = -1
-    for index, instruction in enumerate(program.instructions):
-        if isinstance(instruction, Forward):
-            built[instruction.loss] = index
-        elif isinstance(instruction, Step):
-            last_step = index
-        elif isinstance(instruction, Backward) and built.get(instruction.loss, last_step) < last_step:
-            return True
-    return False
 
 
 FUSED_STEP_KEEPS_VERSION = KnownDeviation(
@@ -124,7 +96,9 @@ opt.step()
 print(p0._version)                 # 0; foreach=False: 1
 loss.backward()                    # no error, p0.grad == 2.0; foreach=False: RuntimeError
 """,
-    applies=_backward_after_step_through_an_older_graph,
+    name="fused step bumps no version",
+    diverges=Diverges(at=(Backward,), fields=("error", "grads"), engine_error=None,
+                      reference_error=ErrorKind.INPLACE_MODIFIED),
 )
 
 

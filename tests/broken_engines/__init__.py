@@ -48,6 +48,9 @@ class Entry:
     catches_in: tuple[str, ...]
     bug: str  # the first line of the class docstring
     options: tuple[str, ...] = ()  # extra options for the suite's run (``suite_options``)
+    crashes: bool = False
+    """Whether the bug may show as a crash (an exception no ErrorKind describes, or a dead
+    process) rather than a divergence: the engine's ``crashes`` class attribute."""
 
     @property
     def short(self) -> str:
@@ -82,5 +85,6 @@ def catalogue(spec_prefix: str = "tests.broken_engines") -> list[Entry]:
                 catches_in=tuple(cls.catches_in),  # type: ignore[attr-defined]
                 bug=doc.split("\n\n")[0].replace("\n", " ").removeprefix("CONTROL: "),
                 options=tuple(getattr(cls, "suite_options", ())),
+                crashes=bool(getattr(cls, "crashes", False)),
             ))
     return sorted(entries, key=lambda entry: entry.control)

@@ -49,7 +49,7 @@ class DefaultLrIsKeras(_AsWrittenSGD):
     """
 
     name = "default-lr-is-keras"
-    optimizer = KerasLrSGD
+    sgd_class = KerasLrSGD
 
 
 class ClearGradZeroesSGD(HandSGD):
@@ -68,7 +68,7 @@ class ZeroGradDefaultKeepsGrads(_AsWrittenSGD):
 
     name = "zero-grad-default-keeps-grads"
     catches_in = ("zero_grad::test_zero_grad_default_sets_none", "zero_grad")
-    optimizer = ClearGradZeroesSGD
+    sgd_class = ClearGradZeroesSGD
 
 
 class BackwardRetainsByDefault(_AsWritten):
@@ -115,7 +115,7 @@ class GroupInheritsBuiltInDefaults(_AsWrittenSGD):
 
     name = "group-inherits-built-in-defaults"
     catches_in = ("sgd::test_param_groups", "sgd")
-    optimizer = BuiltInDefaultsSGD
+    sgd_class = BuiltInDefaultsSGD
 
 
 class ConstructorWinsSGD(HandSGD):
@@ -140,7 +140,7 @@ class ConstructorOverridesGroups(_AsWrittenSGD):
 
     name = "constructor-overrides-groups"
     catches_in = ("sgd::test_param_groups", "sgd")
-    optimizer = ConstructorWinsSGD
+    sgd_class = ConstructorWinsSGD
 
 
 # === indices as written ======================================================================

@@ -27,6 +27,7 @@ from conformance.errors import ErrorKind
 class _Crashes(ReferenceEngine):
     control: ClassVar[bool] = False
     catches_in: ClassVar[tuple[str, ...]] = ()
+    crashes: ClassVar[bool] = True
     suite_options: ClassVar[tuple[str, ...]] = ()
     """Extra options for the suite's run on this engine (the catalogue test passes them)."""
 

@@ -79,7 +79,9 @@ class _Recorder:
         entry["last_error"] = str(error)
         if "first_failure" not in entry:
             entry["first_failure"] = {"examples": self.examples,
-                                      "seconds": time.perf_counter() - self.started}
+                                      "seconds": time.perf_counter() - self.started,
+                                      "kind": type(error).__name__,
+                                      "message": str(error)[:2000]}
 
     def first_failure(self, failed: list[str]) -> dict[str, Any] | None:
         """The earliest failing example among the tests that failed (an expected failure — a

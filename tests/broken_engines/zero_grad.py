@@ -47,7 +47,7 @@ class ZeroGradAlwaysZeroes(_ZeroGrad):
     """
 
     name = "zero-grad-always-zeroes"
-    optimizer = ZeroingSGD
+    sgd_class = ZeroingSGD
 
 
 class ReallocatingSGD(HandSGD):
@@ -72,7 +72,7 @@ class ZeroGradKeepAllocatesNewTensor(_ZeroGrad):
 
     name = "zero-grad-keep-allocates-new-tensor"
     catches_in = ("zero_grad::test_zero_grad_keep_zeroes_in_place", "zero_grad")
-    optimizer = ReallocatingSGD
+    sgd_class = ReallocatingSGD
 
 
 class ZeroGradTouchesEveryParameter(_ZeroGrad):
