@@ -4,8 +4,8 @@ Write an adapter (:class:`Engine`, or :class:`TorchLikeEngine` for torch-like AP
 ``pytest --pyargs conformance --engine yourpkg.adapter:YourEngine``.
 """
 
-from conformance.adapter import Capabilities, Engine, KnownDeviation
+from conformance.adapter import Capabilities, Diverges, Engine, KnownDeviation
 from conformance.errors import ErrorKind
 from conformance.torchlike import TorchLikeEngine
 
-__all__ = ["Capabilities", "Engine", "ErrorKind", "KnownDeviation", "TorchLikeEngine"]
+__all__ = ["Capabilities", "Diverges", "Engine", "ErrorKind", "KnownDeviation", "TorchLikeEngine"]

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from conformance import Capabilities, ErrorKind, KnownDeviation, TorchLikeEngine
+from conformance import Capabilities, Diverges, ErrorKind, KnownDeviation, TorchLikeEngine
 from conformance.torchlike import TORCH_ERROR_PATTERNS
 
 # CHANGE: replace torch with your engine's module: the one with tensor(), optim.SGD, where,
@@ -36,12 +36,6 @@ MODULE = torch
 # your engine shows the same aliasing; if it does not, the run reports it as a fixed deviation.
 
 
-def _grads_share_memory(program: Any, trace: Any) -> bool:
-    """``applies(program, trace)``: True for a run where this deviation shows. ``trace`` is the
-    engine's list of ``conformance.interpret.Observation`` (after a crash: the part before it)."""
-    return any(observation.aliased_grads for observation in trace)
-
-
 GRADS_SHARE_MEMORY = KnownDeviation(
     property="accumulation::test_grads_are_separate_tensors",
     reason="torch: when one gradient buffer reaches two leaves through views, their .grad "
@@ -54,29 +48,24 @@ loss.backward(retain_graph=True)
 loss.backward()
 print(a.grad, b.grad)  # tensor(3.) tensor(3.), not tensor(2.) tensor(2.)
 """,
-    # With `applies`, runs where the aliasing shows are set aside in every other property, so
-    # those keep checking everything else; the named property (the witness) still fails on them.
-    applies=_grads_share_memory,
+    name="grads share memory",
+    # How it shows: a run's first difference from the reference is which grads share memory
+    # (perhaps with their values). Such runs are set aside in every other property, so those
+    # keep checking everything else; the witness must fail, and in this way only.
+    diverges=Diverges(fields=("aliasing", "grads"), involves=("aliasing",)),
 )
 
 # An example of a deviation that makes the engine *crash* (raise something classify() does not
-# map), scoped to the runs where it happens. With a crash, `trace` stops before the crashing
-# instruction; conformance.interpret.crashed_at(program, trace) names that instruction (None
-# for a run that completed).
+# map, or die), scoped to the runs where it crashes at the optimizer's constructor.
 #
-# from conformance.interpret import crashed_at
-# from conformance.program import MakeSGD
-#
-# def _crashes_on_nesterov(program, trace):
-#     instruction = crashed_at(program, trace)
-#     return isinstance(instruction, MakeSGD) and bool(instruction.defaults.get("nesterov"))
+# from conformance.program import MakeOptimizer
 #
 # NESTEROV_CRASH = KnownDeviation(
 #     property=("sgd::test_hyperparameter[nesterov]", "sgd::test_param_groups"),
 #     reason="SGD(nesterov=True) raises NotImplementedError in mytorch 0.3",
 #     evidence="import mytorch\np = mytorch.zeros(2, requires_grad=True)\n"
 #              "mytorch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True)",
-#     applies=_crashes_on_nesterov,
+#     diverges=Diverges(at=(MakeOptimizer,), crash=True),
 # )
 
 
