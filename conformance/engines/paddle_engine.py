@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from conformance.adapter import Capabilities, Engine, KnownDeviation
-from conformance.compare import first_divergence
+from conformance.compare import array_mismatch, first_divergence, program_tolerance
 from conformance.errors import ErrorKind
 from conformance.interpret import crashed_at as _crashed_at
 from conformance.ops import PYTHON_OPERATORS, index_parts
@@ -444,6 +444,80 @@ def _grad_replaced_by_backward(program: Any, trace: Any) -> bool:
     )
 
 
+def _uses(ops: set[str], program: Any) -> bool:
+    return any(node.op in ops for instruction in program.instructions
+               if isinstance(instruction, Forward) for node in instruction.nodes)
+
+
+def _grads_first_differ_at_backward(program: Any, trace: Any) -> Any:
+    """The (engine, reference) observations where the run first differs, when that is at a
+    Backward where neither side raised and only grads differ; else None."""
+    found = first_divergence(program, trace, reference_trace(program))
+    if found is None:
+        return None
+    got, want = found[0], found[1]
+    after = program.instructions[got.index - 1] if got.index else None
+    if not isinstance(after, Backward) or got.error or want.error:
+        return None
+    return found
+
+
+def _retained_cross_entropy(program: Any, trace: Any) -> bool:
+    """Runs using cross_entropy whose first difference is in grads, at a backward that is not
+    the first one of its loss (a second pass through a retained graph).
+
+    Kept as a predicate: a Diverges cannot say which op a divergence involves, and
+    Diverges(at=(Backward,), fields=("grads",)) alone would set aside every wrong gradient."""
+    if not _uses({"cross_entropy"}, program):
+        return False
+    found = _grads_first_differ_at_backward(program, trace)
+    if found is None:
+        return False
+    index = found[0].index
+    loss = program.instructions[index - 1].loss
+    return any(isinstance(i, Backward) and i.loss == loss
+               for i in program.instructions[: index - 1])
+
+
+def _pow_nonfinite_grads(program: Any, trace: Any) -> bool:
+    """Runs using pow whose first difference is at a backward, only in where a grad is
+    infinite or NaN (pow at a base of -0.0).
+
+    Kept as a predicate: a Diverges cannot say which op is involved nor that values differ
+    only in their non-finite entries."""
+    if not _uses({"pow"}, program):
+        return False
+    found = _grads_first_differ_at_backward(program, trace)
+    if found is None:
+        return False
+    got, want = found[0], found[1]
+    whys = [array_mismatch(got.grads[name], grad, tolerance=program_tolerance(program))
+            for name, grad in want.grads.items()
+            if grad is not None and got.grads[name] is not None]
+    whys = [why for why in whys if why is not None]
+    return bool(whys) and all(why.endswith("in different places") for why in whys)
+
+
+def _stepped_under_max(program: Any, trace: Any) -> bool:
+    """Runs using max_dim or min_dim whose first difference is in grads, at a backward of a
+    loss whose forward came before a Step (the step changed a tensor Paddle's max/min grad
+    reads: torch saves the index instead).
+
+    Kept as a predicate: a Diverges cannot say which op is involved, nor that a Step came
+    between the loss's forward and this backward."""
+    if not _uses({"max_dim", "min_dim"}, program):
+        return False
+    found = _grads_first_differ_at_backward(program, trace)
+    if found is None:
+        return False
+    index = found[0].index
+    loss = program.instructions[index - 1].loss
+    made = [i for i, instruction in enumerate(program.instructions[: index - 1])
+            if isinstance(instruction, Forward) and instruction.loss == loss]
+    return bool(made) and any(isinstance(instruction, Step)
+                              for instruction in program.instructions[made[-1]: index - 1])
+
+
 FREED_GRAPH = KnownDeviation(
     property=(
         "retain_graph::test_each_op_frees_like_torch",
@@ -696,8 +770,10 @@ STEP_KEEPS_VERSION = KnownDeviation(
     reason=(
         "optimizer.step() updates params in place without bumping their inplace_version, so "
         "a retained graph that saved a param backwards again silently with the stepped "
-        "value; torch raises 'one of the variables needed for gradient computation has been "
-        "modified by an inplace operation'"
+        "value, where torch raises 'one of the variables needed for gradient computation "
+        "has been modified by an inplace operation'; and max(x, axis)/min(x, axis), whose "
+        "grad compares the stepped x with the saved max, gives NaN grads, where torch's "
+        "max(dim)/min(dim) saved the index and backwards correctly"
     ),
     evidence="""\
 import paddle
@@ -710,8 +786,16 @@ paddle.optimizer.SGD(learning_rate=0.1, parameters=[a, b]).step()
 print(a.inplace_version, b.inplace_version)  # 0 0
 loss.backward()  # torch: RuntimeError: ... modified by an inplace operation
 print(a.grad.numpy())  # [5.9 7.8] = 3 + 2.9, 4 + 3.8: the second pass used the stepped b
+c = paddle.create_parameter([3], "float32", default_initializer=Assign([1.0, 2.0, 0.0]))
+loss = paddle.max(c, axis=0)  # paddle's max grad reads c and the max; torch saves the index
+loss.backward(retain_graph=True)
+paddle.optimizer.SGD(learning_rate=0.1, parameters=[c]).step()  # c = [1.0, 1.9, 0.0]
+loss.backward()
+print(c.grad.numpy())  # [nan nan nan]: no element equals the saved max; torch: [0., 2., 0.]
 """,
-    applies=_missed(ErrorKind.INPLACE_MODIFIED),
+    applies=lambda program, trace: (
+        _missed(ErrorKind.INPLACE_MODIFIED)(program, trace) or _stepped_under_max(program, trace)
+    ),
 )
 
 HAND_WRITTEN_UPDATES = KnownDeviation(
@@ -803,7 +887,57 @@ print(p0.grad.numpy())        # [2.]; torch: p0.grad == [1.] (not accumulated be
     ),
 )
 
+RETAINED_CROSS_ENTROPY = KnownDeviation(
+    property="accumulation::test_repeated_backward_accumulates",
+    reason=(
+        "cross_entropy's backward is wrong from the second pass through a retained graph on: "
+        "each later backward adds a wrong gradient in the target class's column (the other "
+        "columns are right), so k backward passes do not give k times the grad; torch's "
+        "log_softmax/nll_loss backward gives the same gradient on every pass"
+    ),
+    evidence="""\
+import numpy as np
+import paddle
+from paddle.nn.initializer import Assign
+q = paddle.create_parameter([3], "float32", default_initializer=Assign(
+    np.array([0.5, 1.0, -1.0], dtype=np.float32)))
+loss = paddle.nn.functional.cross_entropy(q, paddle.to_tensor(np.array(1)))
+loss.backward(retain_graph=True)
+print(q.grad.numpy())  # [ 0.3482 -0.4259  0.0777], as torch
+loss.backward()
+print(q.grad.numpy())  # [ 0.6964 -2.8518  0.1554]; torch: [ 0.6964 -0.8518  0.1554]
+p = paddle.create_parameter([1], "float32", default_initializer=Assign(np.zeros(1, np.float32)))
+loss = paddle.nn.functional.cross_entropy(p, paddle.to_tensor(np.array(0)))
+for _ in range(3):
+    loss.backward(retain_graph=True)
+    print(p.grad.numpy())  # [0.] [-2.] [-6.]; torch: 0 every time (one class: softmax - 1 = 0)
+""",
+    name="cross_entropy wrong on a retained graph's later backwards",
+    applies=_retained_cross_entropy,
+)
+
+POW_AT_NEGATIVE_ZERO = KnownDeviation(
+    property="conventions::test_convention[pow_scalar_exponent]",
+    reason=(
+        "d(x ** 0.5)/dx at a base of -0.0 is +inf; torch's is -inf (0.5 * x ** -0.5 with "
+        "(-0.0) ** -0.5 = -inf); at +0.0 both give +inf"
+    ),
+    evidence="""\
+import numpy as np
+import paddle
+from paddle.nn.initializer import Assign
+x = paddle.create_parameter([3], "float32", default_initializer=Assign(
+    np.array([-0.0, 0.0, 1.0], dtype=np.float32)))
+(x ** 0.5).sum().backward()
+print(x.grad.numpy())  # [inf inf 0.5]; torch: tensor([-inf, inf, 0.5000])
+""",
+    name="pow's grad at -0.0",
+    applies=_pow_nonfinite_grads,
+)
+
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
+    RETAINED_CROSS_ENTROPY,
+    POW_AT_NEGATIVE_ZERO,
     HAND_WRITTEN_LOOP,
     FREED_GRAPH,
     DIM_REDUCTION_TIES,
