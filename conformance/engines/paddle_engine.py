@@ -494,8 +494,8 @@ def _pow_nonfinite_grads(program: Any, trace: Any) -> bool:
     whys = [array_mismatch(got.grads[name], grad, tolerance=program_tolerance(program))
             for name, grad in want.grads.items()
             if grad is not None and got.grads[name] is not None]
-    whys = [why for why in whys if why is not None]
-    return bool(whys) and all(why.endswith("in different places") for why in whys)
+    found_whys = [why for why in whys if why is not None]
+    return bool(found_whys) and all(why.endswith("in different places") for why in found_whys)
 
 
 def _stepped_under_max(program: Any, trace: Any) -> bool:
