@@ -95,7 +95,11 @@ def indices(draw: Draw, shape: Shape, *, masks: bool = True) -> Any:
     if form == "mask":
         return draw(hnp.arrays(np.dtype(bool), shape[: draw(st.integers(1, len(shape)))]))
     kinds = [_basic_index(shape), _list_index(shape)] + ([_mask_index(shape)] if masks else [])
-    return draw(st.one_of(*kinds))
+    parts = draw(st.one_of(*kinds))
+    advanced = any(isinstance(p, (list, np.ndarray)) for p in parts)
+    if advanced and parts[0] is not None and draw(st.integers(0, 5)) == 0:
+        parts = (None, *parts)  # x[None, [0, 1]]: where engines misplace the new dim
+    return parts
 
 
 def _int_in(size: int) -> st.SearchStrategy[int]:
