@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from conformance.adapter import KnownDeviation
+from conformance.adapter import Capabilities, KnownDeviation
 from conformance.engines.torch_engines import TorchEngine
 
 
@@ -29,6 +29,10 @@ class HandAccumulation(TorchEngine):
     catches_in: ClassVar[tuple[str, ...]] = ()
     # The first contribution is always copied, so torch's grads-share-memory deviation is gone.
     known_deviations: ClassVar[Sequence[KnownDeviation]] = ()
+    # Its hooks add in place, under no_grad: the plain backward only. create_graph's
+    # accumulation (out of place, with history) is not written by hand here.
+    capabilities: ClassVar[Capabilities] = Capabilities(unsupported={
+        "create_graph": "the hand-written accumulation implements the plain backward only"})
 
     def tensor(self, value: np.ndarray, *, requires_grad: bool) -> Any:
         leaf = super().tensor(value, requires_grad=requires_grad)
