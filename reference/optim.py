@@ -34,6 +34,14 @@ def _type_name(value: Any) -> str:
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
+def _call_closure(closure: Callable[[], Any] | None) -> Any:
+    """``step(closure)``'s first act, as torch's: the closure's loss, computed with grad on."""
+    if closure is None:
+        return None
+    with enable_grad():
+        return closure()
+
+
 class Optimizer:
     """Holds parameter groups and per-parameter state; subclasses implement ``step``.
 
@@ -301,10 +309,7 @@ class SGD(Optimizer):
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a grad; returns ``closure()``'s loss, or None."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
+        loss = _call_closure(closure)
         with no_grad():
             for group in self.param_groups:
                 _check_single_tensor(
@@ -486,10 +491,7 @@ class Adam(Optimizer):
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a grad; returns ``closure()``'s loss, or None."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
+        loss = _call_closure(closure)
         with no_grad():
             for group in self.param_groups:
                 _check_single_tensor(
