@@ -137,6 +137,8 @@ class AccumulatesInFloat32(HandAccumulation):
     def accumulate(self, leaf: torch.Tensor, incoming: torch.Tensor) -> None:
         incoming32 = incoming.to(torch.float32)
         if leaf.grad is None:
-            leaf.grad = incoming32.to(leaf.dtype)
+            # a fresh contiguous copy, as the control's: .to() of a float32 incoming grad returns
+            # it as it is, an expanded view a later copy_ cannot write into
+            leaf.grad = incoming32.to(leaf.dtype).clone(memory_format=torch.contiguous_format)
         else:
             leaf.grad.copy_(leaf.grad.to(torch.float32) + incoming32)

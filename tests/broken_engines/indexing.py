@@ -62,10 +62,12 @@ class EmptyIndexGivesNoGrad(_Indexing):
 
 
 # --- negative indices wrapped by the wrong dim -----------------------------------------------
-def wrap_by_first_dim(index: tuple[Any, ...], size: int) -> tuple[Any, ...]:
+def wrap_by_first_dim(index: Any, size: int) -> Any:
     def wrap(i: int) -> int:
         return i + size if i < 0 else i
 
+    if not isinstance(index, tuple):  # a bare index: one part
+        return wrap_by_first_dim((index,), size)[0]
     wrapped: list[Any] = []
     for part in index:
         if isinstance(part, int) and not isinstance(part, bool):
