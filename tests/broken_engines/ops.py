@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch.autograd import Function
 
+from conformance.adapter import Capabilities
 from conformance.engines.torch_engines import TorchEngine
 from conformance.torchlike import _dim_kwargs, _torch_index
 
@@ -307,6 +308,10 @@ class CustomOps(TorchEngine):
     control: ClassVar[bool] = True
     catches_in: ClassVar[tuple[str, ...]] = ()
     functions: ClassVar[Mapping[str, type[Function]]] = CORRECT
+    # The Functions' backwards are first-order formulas (a mask times the grad): under
+    # create_graph their grads carry other history than torch's own ops' do.
+    capabilities: ClassVar[Capabilities] = Capabilities(unsupported={
+        "create_graph": "the hand-written Functions' backwards are not written for create_graph"})
 
     def apply(self, op: str, operands: Sequence[Any], params: Mapping[str, Any]) -> Any:
         if op in self.functions:
