@@ -133,9 +133,6 @@ CALL_FORMS = {
                                                 for b in _instructions(p, Backward)),
     "backward(create_graph=True)": lambda p: any(b.arguments.get("create_graph") is True
                                                  for b in _instructions(p, Backward)),
-    "opt.zero_grad()": lambda p: any(not z.arguments for z in _instructions(p, ZeroGrad)),
-    "zero_grad(set_to_none=False)": lambda p: any(z.arguments.get("set_to_none") is False
-                                                  for z in _instructions(p, ZeroGrad)),
     "SGD without lr": lambda p: any("lr" not in m.defaults for m in _makes(p)),
     "SGD(params) with no hyperparameter": lambda p: any(not m.defaults for m in _makes(p)),
     "SGD with every hyperparameter": lambda p: any(len(m.defaults) == 6 for m in _makes(p)),
@@ -146,6 +143,25 @@ CALL_FORMS = {
     **{f"update {form}": _has_form(Update, form) for form in UPDATE_FORMS},
     **{f"grad edit {form}": _has_form(EditGrad, form) for form in GRAD_EDIT_FORMS},
 }
+
+
+ZERO_GRAD_FORMS = {
+    "opt.zero_grad()": lambda p: any(not z.arguments for z in _instructions(p, ZeroGrad)),
+    "zero_grad(set_to_none=True)": lambda p: any(z.arguments.get("set_to_none") is True
+                                                 for z in _instructions(p, ZeroGrad)),
+    "zero_grad(set_to_none=False)": lambda p: any(z.arguments.get("set_to_none") is False
+                                                  for z in _instructions(p, ZeroGrad)),
+}
+
+
+def test_every_zero_grad_form_is_drawn_on_purpose():
+    """In the loops of ``zero_grad::test_zero_grad_in_loops``, each way of calling
+    ``zero_grad`` is in a fair share of programs (printed with ``-s``)."""
+    loops = cs.programs(CAPS, actions=["forward_backward", "zero_grad", "step", "backward_again"])
+    shares = _shares(loops, ZERO_GRAD_FORMS, examples=200)
+    print({name: f"{share:.0%}" for name, share in shares.items()})
+    rare = {name: share for name, share in shares.items() if share < 0.1}
+    assert not rare, f"zero_grad forms in under 10% of zero_grad loops: {rare}"
 
 
 def test_every_call_form_is_drawn_on_purpose():
