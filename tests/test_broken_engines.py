@@ -90,7 +90,7 @@ CAUGHT_BY_MODULE = {
     "adam": "adam:NoBiasCorrection",
     "backward_errors": "backward_errors:BroadcastsGradientArgument",
     "conventions": "conventions:MaxTiesAllToFirst",
-    "indexing": "indexing:NegativeIndexWrappedByDim0",
+    "indexing": "indexing:IndexDuplicatesAssigned",
     "laws": "sgd:MaximizeNegatesOnlyTheUpdate",
     "optimizers": "adam:LoadStateDictRestartsStep",
     "retain_graph": "retain_graph:NeverFreesGraph",
