@@ -53,7 +53,8 @@ ALL_FORMS = st.one_of(
     cs.minibatch_loops(ENGINE.capabilities, max_batches=4),
 )
 """Every instruction kind and call form the suite generates: omitted and given arguments,
-every index form, create_graph, updates under no_grad and through .data, grad edits."""
+every index form, create_graph, updates under no_grad and through .data, grad edits, every
+optimizer kind with state_dict round trips and added groups, mini-batch loops."""
 
 
 @settings(max_examples=500, deadline=None, database=None, derandomize=True,
