@@ -139,7 +139,7 @@ def _refuse_unsafe(tensor: Any, parts: tuple[Any, ...]) -> None:
             dim = len(tensor.shape) - sum(consumed[position + 1:])
         elif _is_integer_array(part):
             entries = [int(i) for i in np.asarray(part).ravel()]
-            if None in parts[:position]:
+            if any(earlier is None for earlier in parts[:position]):
                 raise UnsafeIndex(
                     f"index {_describe_index(parts)} has a None before the integer index "
                     f"{entries}; Paddle {_paddle().__version__} applies it to another axis, "
@@ -352,7 +352,7 @@ def _none_before_advanced_index(program: Any, trace: Any) -> bool:
 def _has_none_before_advanced(index: Any) -> bool:
     parts = index_parts(index)
     advanced = [i for i, part in enumerate(parts) if isinstance(part, (list, np.ndarray))]
-    return bool(advanced) and None in parts[: advanced[0]]
+    return bool(advanced) and any(part is None for part in parts[: advanced[0]])
 
 
 def _optimizer_at(program: Any, position: int) -> MakeSGD | None:
