@@ -465,9 +465,10 @@ def test_adam_trajectory_with_drawn_hyperparameters_and_groups_matches_torch(unf
 @PROPERTY
 @given(program=programs(none_grads=True))
 def test_adam_skips_a_param_whose_grad_is_none_then_resumes_like_torch(unfused_torch, program):
-    trace = assert_reference_follows_torch(program, unfused_torch(program))
+    torch_trace = unfused_torch(program)
+    trace = assert_reference_follows_torch(program, torch_trace)
     before = {"params": list(program.params), "state": ["no state"] * len(program.params)}
-    for step, (label, *event) in zip(program.steps, trace, strict=False):
+    for step, (label, *event), followed in zip(program.steps, trace, torch_trace, strict=False):
         if not label.startswith("after"):
             break
         after = event[0]
@@ -478,7 +479,9 @@ def test_adam_skips_a_param_whose_grad_is_none_then_resumes_like_torch(unfused_t
                     [after["params"][i], after["state"][i]], [before["params"][i], before["state"][i]]
                 )
                 assert difference is None, f"p{i} changed at {label} with grad None: {difference}"
-        before = after
+        # The next step starts from torch's params (the reference follows them: see
+        # run_program), which may differ from the reference's own by an ulp, and its own state.
+        before = {"params": followed[1]["params"], "state": after["state"]}
     assert trace[0][1]["state"][0] == "no state", "p0 had no grad at step 1 but got state"
 
 
