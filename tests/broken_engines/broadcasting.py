@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
+
+from conformance.engines.torch_engines import TorchEngine
 
 from .ops import Add, CustomOps, Sub, with_ops
 
@@ -46,3 +51,41 @@ class BroadcastSizeOneDimsAveraged(CustomOps):
     control: ClassVar[bool] = False
     catches_in: ClassVar[tuple[str, ...]] = ("conventions::test_broadcast_gradient",)
     functions = with_ops(add=AddAveragingStretchedDims, sub=SubAveragingStretchedDims)
+
+
+class _BiasGradAveragedOverBatch(torch.autograd.Function):
+    """The identity on the bias, whose backward divides by the batch size: composed after the
+    broadcast add's sum over the batch, the bias gets the *mean* of its rows' gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, bias: torch.Tensor, batch: int) -> torch.Tensor:
+        ctx.batch = batch
+        return bias.view_as(bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad / ctx.batch, None  # the bug: db = dout.mean(0), not dout.sum(0)
+
+
+class LinearBiasGradAveraged(TorchEngine):
+    """``nn.Linear``'s bias gradient is the *mean* over the batch of the output gradient
+    instead of its sum (``db = dout.mean(0)``); the weight gradient and the forward are right.
+
+    The hand-written linear layers of educational engines and NumPy tutorials compute
+    ``db = np.sum(dout, axis=0)``, and averaging there (mixing up the loss's ``mean`` reduction
+    with the layer's backward) is the classic slip; it is invisible for a single sample (batch 1,
+    or a 1-D input) and for ``sum``-reduced checks of a batch whose output gradient is zero,
+    so it needs a batched input with a nonzero output gradient.
+    """
+
+    name = "linear-bias-grad-averaged"
+    control: ClassVar[bool] = False
+    catches_in: ClassVar[tuple[str, ...]] = ("training_loops::test_minibatch_gradient_accumulation",
+                                             "accumulation")
+
+    def apply(self, op: str, operands: Sequence[Any], params: Mapping[str, Any]) -> Any:
+        if op == "linear" and len(operands) == 3 and operands[0].dim() > 1:
+            x, weight, bias = operands
+            batch = math.prod(x.shape[:-1])
+            return F.linear(x, weight) + _BiasGradAveragedOverBatch.apply(bias, batch)
+        return super().apply(op, operands, params)
