@@ -30,14 +30,17 @@ OPTIMIZER_HYPERPARAMETERS: Mapping[str, tuple[str, ...]] = {
     "adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
     "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
 }
-"""Each optimizer kind's hyperparameters, in its signature's order (``hyper:<name>`` features
-are shared by name: an engine without ``maximize`` lacks it in every optimizer)."""
+"""Each optimizer kind's hyperparameters, in its signature's order. ``hyper:<name>`` says an
+engine lacks one in every optimizer (no ``maximize`` anywhere), ``hyper:<kind>:<name>`` in one
+kind only (an ``Adam`` without ``weight_decay`` where ``SGD`` and ``AdamW`` have it)."""
 
 FEATURES: frozenset[str] = frozenset(
     {f"op:{name}" for name in ALL_OPS}
     | {f"optim:{kind}" for kind in OPTIMIZER_HYPERPARAMETERS}
     | {f"hyper:{name}" for names in OPTIMIZER_HYPERPARAMETERS.values() for name in names
        if name != "lr"}
+    | {f"hyper:{kind}:{name}" for kind, names in OPTIMIZER_HYPERPARAMETERS.items()
+       for name in names if name != "lr"}
     | {"dtype:float32", "dtype:float64"}
     | {
         "param_groups",  # more than one param group in one optimizer
@@ -75,6 +78,14 @@ class Capabilities:
         if feature not in FEATURES:
             raise ValueError(f"unknown feature {feature!r}")
         return feature not in self.unsupported
+
+    def supports_hyperparameter(self, kind: str, name: str) -> bool:
+        """Whether optimizer ``kind`` of the engine takes hyperparameter ``name`` (``lr``
+        always): neither ``hyper:<name>`` nor ``hyper:<kind>:<name>`` is declared missing."""
+        if name not in OPTIMIZER_HYPERPARAMETERS.get(kind, ()):
+            raise ValueError(f"optimizer {kind!r} has no hyperparameter {name!r}")
+        return name == "lr" or (self.supports(f"hyper:{name}")
+                                and self.supports(f"hyper:{kind}:{name}"))
 
     @property
     def ops(self) -> frozenset[str]:

@@ -109,7 +109,7 @@ def hyperparameters(
     every = draw(st.integers(0, 7)) == 0
 
     def passes(name: str) -> bool:
-        supported = name == "lr" or capabilities.supports(f"hyper:{name}")
+        supported = capabilities.supports_hyperparameter(kind, name)
         return supported and (every or draw(st.booleans()))
 
     drawn: dict[str, Any] = {}
@@ -151,12 +151,12 @@ def invalid_hyperparameters(
     drawn = draw(hyperparameters(capabilities, kind=kind))
     names = (("momentum", "weight_decay", "nesterov") if kind == "sgd"
              else ("eps", "weight_decay", "betas"))
-    rules = ["lr"] + [name for name in names if capabilities.supports(f"hyper:{name}")]
+    rules = ["lr"] + [name for name in names if capabilities.supports_hyperparameter(kind, name)]
     broken = draw(st.lists(st.sampled_from(rules), min_size=1, max_size=2, unique=True))
     for rule in broken:
         if rule == "nesterov":
             drawn["nesterov"] = True
-            if draw(st.booleans()) or not capabilities.supports("hyper:dampening"):
+            if draw(st.booleans()) or not capabilities.supports_hyperparameter(kind, "dampening"):
                 drawn["momentum"] = 0.0
             else:
                 drawn["dampening"] = draw(st.floats(0.1, 1.0))
@@ -408,7 +408,7 @@ def _set_hyperparameter(draw: Draw, capabilities: Capabilities, make: MakeOptimi
     # amsgrad (switched on after a step, torch's next step raises KeyError: no max_exp_avg_sq).
     changeable = [k for k in OPTIMIZER_HYPERPARAMETERS[make.kind]
                   if k not in ("nesterov", "dampening", "amsgrad")
-                  and (k == "lr" or capabilities.supports(f"hyper:{k}"))]
+                  and capabilities.supports_hyperparameter(make.kind, k)]
     key = draw(st.sampled_from(changeable))
     if key == "maximize":
         return SetHyperparameter(group, key, draw(st.booleans()))

@@ -53,7 +53,7 @@ def test_template_runs_from_a_package_outside_the_repository(tmp_path: Path) -> 
 
 def _feature_names(text: str) -> set[str]:
     """Feature names in backticks or quotes: ``op:x``, ``hyper:x``, ``dtype:x``, ``index:x``."""
-    return set(re.findall(r"[`\"']((?:op|hyper|dtype|index):[a-z_0-9]+)[`\"']", text))
+    return set(re.findall(r"[`\"']((?:op|hyper|dtype|index):[a-z_0-9]+(?::[a-z_0-9]+)?)[`\"']", text))
 
 
 @pytest.mark.parametrize("name", ["adapter-guide.md", "template_adapter.py"])

@@ -21,6 +21,7 @@ from conformance.program import (
     MakeSGD,
     Param,
     SetGradNone,
+    SetHyperparameter,
     Step,
     Update,
     ZeroGrad,
@@ -258,6 +259,31 @@ def test_capabilities_are_respected():
     assert len(make.groups) == 1
     assert "dampening" not in make.defaults
     assert all("dampening" not in group.overrides for group in make.groups)
+
+
+def _passes_weight_decay(program):
+    make = program.instructions[0]
+    return (any("weight_decay" in h for h in (make.defaults, *(g.overrides for g in make.groups)))
+            or any(isinstance(i, SetHyperparameter) and i.key == "weight_decay"
+                   for i in program.instructions))
+
+
+def test_a_hyperparameter_missing_from_one_kind_is_missing_only_there():
+    caps = Capabilities(unsupported={"hyper:adam:weight_decay": "Adam has no weight_decay"})
+    actions = ["forward_backward", "step", "set_hyperparameter"]
+    forms = {"passes weight_decay": _passes_weight_decay}
+    # in constructors, group overrides and changes between steps, for Adam only
+    assert _shares(cs.programs(caps, kinds=["adam"], actions=actions), forms,
+                   examples=200) == {"passes weight_decay": 0.0}
+    assert _shares(cs.programs(caps, kinds=["adamw"], actions=actions), forms,
+                   examples=200)["passes weight_decay"] > 0.3
+    assert _shares(cs.invalid_hyperparameters(caps, kind="adam"),
+                   {"passes weight_decay": lambda h: "weight_decay" in h}, examples=200
+                   ) == {"passes weight_decay": 0.0}
+    assert not caps.supports_hyperparameter("adam", "weight_decay")
+    assert caps.supports_hyperparameter("sgd", "weight_decay")
+    with pytest.raises(ValueError, match="'sgd' has no hyperparameter 'betas'"):
+        caps.supports_hyperparameter("sgd", "betas")
 
 
 @pytest.mark.parametrize(

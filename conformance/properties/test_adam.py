@@ -36,10 +36,11 @@ def test_steps_match_reference(engine, kind, data):
     check_against_reference(engine, program)
 
 
-@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
-    "name", [pytest.param(name, marks=pytest.mark.requires(f"hyper:{name}"))
-             for name in NON_DEFAULT],
+    ("kind", "name"),
+    [pytest.param(kind, name, id=f"{name}-{kind}", marks=pytest.mark.requires(
+        f"optim:{kind}", f"hyper:{name}", f"hyper:{kind}:{name}"))
+     for kind in ("adam", "adamw") for name in NON_DEFAULT],
 )
 @given(data=st.data())
 def test_hyperparameter(engine, kind, name, data):

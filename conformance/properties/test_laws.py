@@ -92,7 +92,7 @@ def test_separate_backwards_equal_backward_of_the_sum(engine, data):
                       separate)
 
 
-@pytest.mark.requires("hyper:maximize", "op:neg")
+@pytest.mark.requires("hyper:maximize", "hyper:sgd:maximize", "op:neg")
 @given(data=st.data())
 def test_maximize_equals_minimizing_the_negation(engine, data):
     """SGD(maximize=True) on L moves params exactly like SGD(maximize=False) on -L."""

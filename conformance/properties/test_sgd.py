@@ -47,7 +47,8 @@ def test_steps_match_reference(engine, data):
 @pytest.mark.parametrize(
     "name",
     [pytest.param(name, marks=pytest.mark.requires(
-        f"hyper:{name}", *(["hyper:momentum"] if name in ("nesterov", "dampening") else [])))
+        f"hyper:{name}", f"hyper:sgd:{name}",
+        *(["hyper:momentum", "hyper:sgd:momentum"] if name in ("nesterov", "dampening") else [])))
      for name in NON_DEFAULT],
 )
 @given(data=st.data())
@@ -140,7 +141,7 @@ def test_invalid_param_lists_raise(engine, data):
     check_against_reference(engine, Program(params, tuple(instructions)))
 
 
-@pytest.mark.requires("hyper:momentum", "op:sum")
+@pytest.mark.requires("hyper:momentum", "hyper:sgd:momentum", "op:sum")
 def test_unused_param_example(engine):
     """Fixed example: a param left out of every loss keeps grad None through steps."""
     params = (Param("p0", np.array([1.0, 2.0])), Param("p1", np.array(3.0)))
