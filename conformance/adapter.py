@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -121,7 +122,8 @@ class Diverges:
     errors on each side (``ANY``: any;
     None: no error) and, if given, only in params of ``dtypes``. ``crash=True`` describes an
     engine that crashes (an unclassified exception, or its process dies) at such an
-    instruction instead.
+    instruction instead, and ``message``, if given, is a regular expression its crash's message
+    must contain (``re.search``): one crash told from another at the same instruction.
 
     >>> from conformance.program import Backward
     >>> Diverges(at=(Backward,), fields=("error", "grads"), engine_error=None,
@@ -135,12 +137,25 @@ class Diverges:
     reference_error: Any = ANY
     dtypes: tuple[str, ...] = ()
     crash: bool = False
+    message: str = ""
 
-    def matches(self, program: Any, found: Any, crashed: Any) -> bool:
+    def __post_init__(self) -> None:
+        if self.message and not self.crash:
+            raise ValueError(f"Diverges(message={self.message!r}) describes a crash's message: "
+                             "give crash=True with it")
+        try:
+            re.compile(self.message)
+        except re.error as error:
+            raise ValueError(f"Diverges(message={self.message!r}) is not a regular expression: "
+                             f"{error}") from None
+
+    def matches(self, program: Any, found: Any, crashed: Any, message: str = "") -> bool:
         """Whether a run shows this: ``found`` is its ``FoundDivergence`` (None where it agreed),
-        ``crashed`` the instruction it crashed at (None where it did not crash)."""
+        ``crashed`` the instruction it crashed at (None where it did not crash) and ``message``
+        what the crash said."""
         if self.crash:
-            return crashed is not None and (not self.at or isinstance(crashed, self.at))
+            return (crashed is not None and (not self.at or isinstance(crashed, self.at))
+                    and (not self.message or re.search(self.message, message) is not None))
         if found is None or crashed is not None:
             return False
         after = program.instructions[found.index - 1] if found.index else None

@@ -187,7 +187,9 @@ def run(
     """Run ``program`` on ``engine``; one observation before and after each instruction.
 
     An exception the adapter classifies becomes the observation's ``error`` and the program
-    goes on; one it does not classify is an :class:`EngineCrash` carrying the trace so far.
+    goes on; one it does not classify is an :class:`EngineCrash` carrying the trace so far, and
+    so is any exception raised while the params and grads are read after an instruction (a
+    lazy engine computes only then): a crash at that instruction.
 
     ``follow`` (for the reference only) is the trace of the engine under test: after each
     ``step()`` or hand-written update that succeeded on both, once its result has been
@@ -234,7 +236,19 @@ def run(
                     + program.to_script(guarded=[index]),
                     trace=trace,
                 ) from exc
-        record(machine.observe(index, describe(instruction), error))
+        try:
+            observation = machine.observe(index, describe(instruction), error)
+        except Exception as exc:
+            # A lazy engine computes when its values are read: what fails there fails here.
+            raise EngineCrash(
+                f"engine {engine.name!r} raised an exception while the suite read its params "
+                f"and grads after instruction [{index}] {describe(instruction)}:\n"
+                + "".join(traceback.format_exception_only(type(exc), exc))
+                + "\nProgram as a torch script:\n"
+                + program.to_script(guarded=[index]),
+                trace=trace,
+            ) from exc
+        record(observation)
         if follow is not None and isinstance(instruction, (Step, Update)) and error is None:
             machine.follow(follow[index])
     return trace

@@ -215,7 +215,7 @@ def _check_witness(item: pytest.Item, failure: BaseException) -> None:
             return
     elif isinstance(failure, EngineCrash) and failure.program is not None:
         crashed = crashed_at(failure.program, failure.trace)
-        if deviation.diverges.matches(failure.program, None, crashed):
+        if deviation.diverges.matches(failure.program, None, crashed, str(failure)):
             return
     raise WitnessMismatch(
         f"the witness of known deviation {deviation.label!r} failed in a way the deviation "

@@ -54,7 +54,8 @@ CURRENT_TALLY: contextvars.ContextVar[Tally | None] = contextvars.ContextVar(
 
 
 def set_aside_known_deviations(
-    engine: Engine, program: Program, trace: list[Observation], *, crashed: bool = False
+    engine: Engine, program: Program, trace: list[Observation], *, crashed: bool = False,
+    message: str = "",
 ) -> None:
     """Discard this run if a scoped known deviation of the engine shows in it, unless the
     property being run is one of that deviation's witnesses; the tally counts it under the
@@ -66,7 +67,7 @@ def set_aside_known_deviations(
         if deviation.witnessed_by(current):
             continue
         if deviation.diverges is not None:
-            shows = shows_deviation(deviation, program, trace, crashed=crashed)
+            shows = shows_deviation(deviation, program, trace, crashed=crashed, message=message)
         elif deviation.applies is not None:
             shows = deviation.applies(program, trace)
         else:
@@ -79,12 +80,13 @@ def set_aside_known_deviations(
 
 
 def shows_deviation(deviation: KnownDeviation, program: Program, trace: list[Observation],
-                    *, crashed: bool = False) -> bool:
-    """Whether this run — ``trace`` on the engine, up to its crash if ``crashed`` — shows the
-    deviation as its ``diverges`` describes it: by its first divergence from the reference."""
+                    *, crashed: bool = False, message: str = "") -> bool:
+    """Whether this run — ``trace`` on the engine, up to its crash if ``crashed`` (which said
+    ``message``) — shows the deviation as its ``diverges`` describes it: by its first
+    divergence from the reference."""
     assert deviation.diverges is not None
     if crashed:
-        return deviation.diverges.matches(program, None, crashed_at(program, trace))
+        return deviation.diverges.matches(program, None, crashed_at(program, trace), message)
     if deviation.diverges.crash:
         return False
     found = divergence(program, trace, reference_trace(program))
@@ -123,7 +125,8 @@ def _run_on_engine(engine: Engine, program: Program) -> list[Observation]:
         return _execute(engine, program)
     except EngineCrash as crash:
         crash.program = program  # for a witness's check of what its failure was
-        set_aside_known_deviations(engine, program, crash.trace, crashed=True)
+        set_aside_known_deviations(engine, program, crash.trace, crashed=True,
+                                   message=str(crash))
         raise
 
 

@@ -10,7 +10,20 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from conformance.adapter import Diverges
+from conformance.program import (
+    Backward,
+    Forward,
+    Group,
+    MakeSGD,
+    Node,
+    Param,
+    Program,
+    Ref,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -321,3 +334,53 @@ def test_a_witness_failing_another_way_is_not_its_known_deviation(engines: Path)
     assert own.returncode == 0, own.stdout[-3000:]
     assert "XFAIL conformance/properties/test_zero_grad.py::test_zero_grad_default_sets_none" \
         in own.stdout, own.stdout[-3000:]
+
+
+def test_a_crash_deviation_with_a_message_matches_only_crashes_that_say_it():
+    program = Program((Param("p0", np.zeros(2)),), (
+        MakeSGD((Group(("p0",)),), {}),
+        Forward("loss0", (Node("loss0", "sum", (Ref("p0"),)),)),
+        Backward("loss0"),
+    ))
+    backward = program.instructions[2]
+    codegen = Diverges(at=(Backward,), crash=True, message=r"UOp verification failed")
+    assert codegen.matches(program, None, backward, "RuntimeError: UOp verification failed at 1")
+    assert not codegen.matches(program, None, backward, "RuntimeError: out of memory")
+    assert not codegen.matches(program, None, program.instructions[0],
+                               "UOp verification failed")  # at another instruction
+    any_crash = Diverges(at=(Backward,), crash=True)
+    assert any_crash.matches(program, None, backward, "RuntimeError: out of memory")
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"message": "boom"}, "give crash=True"),
+    ({"crash": True, "message": "(unclosed"}, "not a regular expression"),
+])
+def test_a_bad_crash_message_is_named(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        Diverges(**arguments)
+
+
+def test_a_failure_while_reading_grads_is_a_crash_at_that_instruction():
+    """A lazy engine (tinygrad) computes a grad only when it is read: a kernel that fails
+    then is the engine crashing at the backward, which a crash deviation can name."""
+    from conformance.engines.reference_engine import ReferenceEngine
+    from conformance.errors import EngineCrash
+    from conformance.interpret import crashed_at, run
+
+    class FailsWhenAGradIsRead(ReferenceEngine):
+        def grad(self, param):
+            if super().grad(param) is not None:
+                raise RuntimeError("UOp verification failed at 7")
+            return None
+
+    program = Program((Param("p0", np.zeros(2)),), (
+        MakeSGD((Group(("p0",)),), {}),
+        Forward("loss0", (Node("loss0", "sum", (Ref("p0"),)),)),
+        Backward("loss0"),
+    ))
+    with pytest.raises(EngineCrash, match=r"while the suite read .* after instruction \[3\]") as info:
+        run(FailsWhenAGradIsRead(), program)
+    assert crashed_at(program, info.value.trace) is program.instructions[2]
+    assert Diverges(at=(Backward,), crash=True, message="UOp verification").matches(
+        program, None, crashed_at(program, info.value.trace), str(info.value))
