@@ -228,30 +228,31 @@ def run(
         except Exception as exc:
             error = engine.classify(exc)
             if error is None:
-                raise EngineCrash(
-                    f"engine {engine.name!r} raised an exception its adapter does not classify, "
-                    f"at instruction [{index}] {describe(instruction)}:\n"
-                    + "".join(traceback.format_exception_only(type(exc), exc))
-                    + "\nProgram as a torch script:\n"
-                    + program.to_script(guarded=[index]),
-                    trace=trace,
-                ) from exc
+                raise _crash(engine, program, index, trace, exc,
+                             "raised an exception its adapter does not classify, at") from exc
         try:
             observation = machine.observe(index, describe(instruction), error)
         except Exception as exc:
             # A lazy engine computes when its values are read: what fails there fails here.
-            raise EngineCrash(
-                f"engine {engine.name!r} raised an exception while the suite read its params "
-                f"and grads after instruction [{index}] {describe(instruction)}:\n"
-                + "".join(traceback.format_exception_only(type(exc), exc))
-                + "\nProgram as a torch script:\n"
-                + program.to_script(guarded=[index]),
-                trace=trace,
-            ) from exc
+            raise _crash(engine, program, index, trace, exc, "raised an exception while the "
+                         "suite read its params and grads after") from exc
         record(observation)
         if follow is not None and isinstance(instruction, (Step, Update)) and error is None:
             machine.follow(follow[index])
     return trace
+
+
+def _crash(engine: Engine, program: Program, index: int, trace: list[Observation],
+           exc: Exception, what: str) -> EngineCrash:
+    """The crash of ``engine`` at instruction ``index``: what it raised and the script."""
+    return EngineCrash(
+        f"engine {engine.name!r} {what} instruction [{index}] "
+        f"{describe(program.instructions[index - 1])}:\n"
+        + "".join(traceback.format_exception_only(type(exc), exc))
+        + "\nProgram as a torch script:\n"
+        + program.to_script(guarded=[index]),
+        trace=trace,
+    )
 
 
 def crashed_at(program: Program, trace: list[Observation]) -> Instruction | None:
