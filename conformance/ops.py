@@ -23,10 +23,12 @@ different indices here, and each prints as it was made."""
 
 
 def render_index(index: Index) -> str:
-    """What goes between the brackets: ``1``, ``::2``, ``[0, 0]``, ``1, ::2``, ``(-1,)``."""
+    """What goes between the brackets: ``1``, ``::2``, ``[0, 0]``, ``1, ::2``, ``(-1,)``,
+    ``1:,`` (a 1-tuple holding a slice, which cannot be parenthesised)."""
     if isinstance(index, tuple):
         if len(index) == 1:
-            return f"({_render_index_part(index[0])},)"
+            part = _render_index_part(index[0])
+            return f"{part}," if isinstance(index[0], slice) else f"({part},)"
         return ", ".join(_render_index_part(part) for part in index)
     return _render_index_part(index)
 

@@ -80,7 +80,8 @@ def test_script_is_the_program(program):
     ([0, 0], "x[[0, 0]]"), (np.array([0, -1]), "x[torch.tensor([0, -1])]"),
     (np.array([], dtype=np.int64), "x[torch.tensor([], dtype=torch.int64)]"),
     (np.array([True, False, True]), "x[torch.tensor([True, False, True])]"),
-    ((-1,), "x[(-1,)]"), ((slice(None), [2, 2]), "x[:, [2, 2]]"), ((None, 1, ...), "x[None, 1, ...]"),
+    ((-1,), "x[(-1,)]"), ((slice(1, None),), "x[1:,]"), ((slice(None),), "x[:,]"),
+    ((slice(None), [2, 2]), "x[:, [2, 2]]"), ((None, 1, ...), "x[None, 1, ...]"),
 ])
 def test_indices_print_as_written(index, written):
     """``x[-1]`` and ``x[(-1,)]`` are different calls to an engine, so they print differently."""
