@@ -15,15 +15,26 @@ the value is exact (``conformance.properties.test_conventions``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-from hypothesis.extra import numpy as hnp
 
+from conformance.choices import (
+    Draw,
+    bool_arrays,
+    boolean,
+    choose,
+    class_indices,
+    integer,
+    permutation,
+    subset,
+    values,
+)
 from conformance.ops import ALL_OPS
 from conformance.program import Const, Forward, Node, Operand, Param, Ref
 from conformance.shapes import (
@@ -34,38 +45,21 @@ from conformance.shapes import (
     stretching_shapes,
 )
 
-EDGE_VALUES = (0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0)
-"""Exact values where ops have kinks (0 for relu/abs/clamp, ±1 for clamp(-1, 1)) and that
-repeat often enough to make ties for max/min/maximum/minimum."""
-
 POW_EXPONENTS = (2.0, 3.0, 1.0, 0.0, -1.0, 0.5, 1.5, -0.5)
 LOSS_REDUCTIONS: tuple[dict[str, str], ...] = ({}, {}, {"reduction": "sum"}, {"reduction": "mean"})
 """A loss's reduction as users pass it: mostly left to the default ("mean"), sometimes given."""
 CLAMP_BOUNDS = ({"min": 0.0}, {"min": -1.0, "max": 1.0}, {"max": 0.5}, {"min": -0.5, "max": 2.0})
-
-Draw = Callable[[st.SearchStrategy[Any]], Any]
-
-
-def values(shape: Shape, dtype: np.dtype, *, positive: bool = False) -> st.SearchStrategy[Any]:
-    """Arrays of ``shape`` whose elements are edge values or floats in [-4, 4] exactly
-    representable in ``dtype`` (``positive``: in [0.5, 4])."""
-    width: Literal[32, 64] = 32 if dtype == np.dtype("float32") else 64
-    if positive:
-        elements = st.one_of(
-            st.sampled_from([0.5, 1.0, 2.0]), st.floats(0.5, 4.0, width=width)
-        )
-    else:
-        elements = st.one_of(
-            st.sampled_from(EDGE_VALUES), st.floats(-4.0, 4.0, width=width)
-        )
-    return hnp.arrays(dtype, shape, elements=elements)
-
 
 BARE_INDEX_FORMS = ("int", "slice", "ellipsis", "none", "list", "tensor", "mask")
 
 
 @st.composite
 def indices(draw: Draw, shape: Shape, *, masks: bool = True) -> Any:
+    """:func:`draw_index` as a strategy."""
+    return draw_index(draw, shape, masks=masks)
+
+
+def draw_index(draw: Draw, shape: Shape, *, masks: bool = True) -> Any:
     """Indices for a tensor of ``shape`` (``ndim >= 1``) that torch and NumPy agree on, in every
     form a user writes between the brackets (``conformance.ops.Index``): a bare int (negative
     too), slice (with steps, empty too), ``...`` or ``None``; an integer list or int64 index
@@ -74,84 +68,87 @@ def indices(draw: Draw, shape: Shape, *, masks: bool = True) -> Any:
     is drawn first, each bare form about as often as any other and tuples three times as
     often, since engines route each form through different code."""
     bare = [form for form in BARE_INDEX_FORMS if masks or form != "mask"]
-    form = draw(st.sampled_from([*bare, "tuple", "tuple", "tuple"]))
+    form = choose(draw, [*bare, "tuple", "tuple", "tuple"])
     size = shape[0]
     # Each form reaches its edges on purpose: -1 (the last element, the negative int users
     # write most), a stepped slice and an open-ended one, a repeated index (its grads add up).
     if form == "int" and size > 0:
-        return draw(st.one_of(st.just(-1), _int_in(size)))
+        return -1 if boolean(draw) else draw(_int_in(size))
     if form in ("int", "slice"):
         edges = [slice(None, None, 2), slice(1, None), slice(None, -1)]
-        return draw(st.one_of(st.sampled_from(edges), _slices(size)))
+        return choose(draw, edges) if boolean(draw) else draw(_slices(size))
     if form == "ellipsis":
         return Ellipsis
     if form == "none":
         return None
     if form in ("list", "tensor") and size > 0:
-        chosen = draw(st.lists(_int_in(size), min_size=1, max_size=4))
-        if draw(st.booleans()):
+        chosen = draw(_int_lists(size, 1, 4))
+        if boolean(draw):
             chosen = [*chosen, chosen[0]]  # a duplicate
         return chosen if form == "list" else np.array(chosen, dtype=np.int64)
     if form == "mask":
-        return draw(hnp.arrays(np.dtype(bool), shape[: draw(st.integers(1, len(shape)))]))
-    kinds = [_basic_index(shape), _list_index(shape)] + ([_mask_index(shape)] if masks else [])
-    parts = draw(st.one_of(*kinds))
+        return draw(bool_arrays(shape[: integer(draw, 1, len(shape))]))
+    kinds = [_basic_index, _list_index] + ([_mask_index] if masks else [])
+    parts = choose(draw, kinds)(draw, shape)
     advanced = any(isinstance(p, (list, np.ndarray)) for p in parts)
-    if advanced and parts[0] is not None and draw(st.integers(0, 5)) == 0:
+    if advanced and parts[0] is not None and integer(draw, 0, 5) == 0:
         parts = (None, *parts)  # x[None, [0, 1]]: where engines misplace the new dim
     return parts
 
 
+@functools.cache
 def _int_in(size: int) -> st.SearchStrategy[int]:
     return st.integers(-size, size - 1)
 
 
+@functools.cache
+def _int_lists(size: int, min_size: int, max_size: int) -> st.SearchStrategy[list[int]]:
+    return st.lists(_int_in(size), min_size=min_size, max_size=max_size)
+
+
+@functools.cache
 def _slices(size: int) -> st.SearchStrategy[slice]:
     bound = st.none() | st.integers(-size - 2, size + 2)
     return st.builds(slice, bound, bound, st.sampled_from([None, 1, 2, 3]))
 
 
-@st.composite
 def _basic_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
     parts: list[Any] = []
-    count = draw(st.integers(1, len(shape)))
+    count = integer(draw, 1, len(shape))
     for size in shape[:count]:
         options = [_slices(size)] + ([_int_in(size)] if size > 0 else [])
-        parts.append(draw(st.one_of(options)))
-    if draw(st.booleans()):
-        parts.insert(draw(st.integers(0, len(parts))), None)
-    if count < len(shape) and draw(st.booleans()):
+        parts.append(draw(choose(draw, options)))
+    if boolean(draw):
+        parts.insert(integer(draw, 0, len(parts)), None)
+    if count < len(shape) and boolean(draw):
         parts.append(Ellipsis)
     return tuple(parts)
 
 
-@st.composite
 def _list_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
     # One or two integer lists or int64 index tensors of one length (torch broadcasts them);
     # a slice may precede.
-    length = draw(st.integers(1, 4))
+    length = integer(draw, 1, 4)
     parts: list[Any] = []
     dim = 0
-    if len(shape) > 1 and draw(st.booleans()):
+    if len(shape) > 1 and boolean(draw):
         parts.append(draw(_slices(shape[0])))
         dim = 1
-    lists = draw(st.integers(1, min(2, len(shape) - dim)))
+    lists = integer(draw, 1, min(2, len(shape) - dim))
     for size in shape[dim : dim + lists]:
         if size == 0:
             return (slice(None),)
-        chosen = draw(st.lists(_int_in(size), min_size=length, max_size=length))
-        parts.append(np.array(chosen, dtype=np.int64) if draw(st.booleans()) else chosen)
-    return draw(_with_none_or_ellipsis(parts, consumed=dim + lists, ndim=len(shape)))
+        chosen = draw(_int_lists(size, length, length))
+        parts.append(np.array(chosen, dtype=np.int64) if boolean(draw) else chosen)
+    return _with_none_or_ellipsis(draw, parts, consumed=dim + lists, ndim=len(shape))
 
 
-@st.composite
 def _mask_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
-    dims = draw(st.integers(1, len(shape)))
-    mask = draw(hnp.arrays(np.dtype(bool), shape[:dims]))
-    return draw(_with_none_or_ellipsis([mask], consumed=dims, ndim=len(shape)))
+    dims = integer(draw, 1, len(shape))
+    mask = draw(bool_arrays(shape[:dims]))
+    return _with_none_or_ellipsis(draw, [mask], consumed=dims, ndim=len(shape))
 
 
-@st.composite
 def _with_none_or_ellipsis(
     draw: Draw, parts: list[Any], *, consumed: int, ndim: int
 ) -> tuple[Any, ...]:
@@ -159,9 +156,9 @@ def _with_none_or_ellipsis(
     ``None`` between two advanced indices: where NumPy then puts the result's dims is a rule
     this suite does not test."""
     parts = list(parts)
-    if draw(st.booleans()):
-        parts.insert(draw(st.sampled_from([0, len(parts)])), None)
-    if consumed < ndim and draw(st.booleans()):
+    if boolean(draw):
+        parts.insert(choose(draw, [0, len(parts)]), None)
+    if consumed < ndim and boolean(draw):
         parts.append(Ellipsis)
     return tuple(parts)
 
@@ -241,7 +238,7 @@ class _Builder:
         candidates = [value for value in reversed(self.pool) if where(value)]
         if not candidates:
             return None
-        return self.draw(st.sampled_from(candidates))
+        return choose(self.draw, candidates)
 
     def const(self, shape: Shape, dtype: np.dtype, *, positive: bool = False) -> Const:
         return Const(self.draw(values(shape, dtype, positive=positive)))
@@ -255,7 +252,7 @@ class _Builder:
         None if the engine has none of them (the caller then emits nothing)."""
         if value.positive:
             return value
-        shift = self.draw(st.sampled_from([0.5, 1.0, 2.0]))
+        shift = choose(self.draw, [0.5, 1.0, 2.0])
         if self.can("abs", "add"):
             return self.emit("add", [self.emit("abs", [value]), shift], positive=True)
         if self.can("exp"):
@@ -274,7 +271,7 @@ class _Builder:
             options = [op for op in ("max", "min", "amax", "amin") if self.can(op)][:1]
         if not options:
             return None
-        op = self.draw(st.sampled_from(options))
+        op = choose(self.draw, options)
         params = {"dim": tuple(range(len(value.shape)))} if op in ("amax", "amin") else None
         return self.emit(op, [value], params)
 
@@ -291,7 +288,7 @@ class _Builder:
 
     def other_dtype(self, dtype: np.dtype) -> np.dtype:
         """Usually ``dtype``; sometimes another supported one, to exercise promotion."""
-        return self.draw(st.sampled_from([dtype, *[d for d in self.dtypes if d != dtype]]))
+        return choose(self.draw, [dtype, *[d for d in self.dtypes if d != dtype]])
 
     # --- op families ---------------------------------------------------------------------
     def grow(self, op: str) -> None:
@@ -304,7 +301,7 @@ class _Builder:
             if operand is not None:
                 self.emit(op, [operand], positive=op == "sqrt")
         elif op == "clamp":
-            self.emit(op, [x], dict(self.draw(st.sampled_from(CLAMP_BOUNDS))))
+            self.emit(op, [x], dict(choose(self.draw, CLAMP_BOUNDS)))
         elif op in ("add", "sub", "mul", "div", "pow", "maximum", "minimum"):
             self.binary(op, x)
         elif op == "matmul":
@@ -312,15 +309,15 @@ class _Builder:
         elif op in ("sum", "mean", "max", "min", "amax", "amin", "max_dim", "min_dim"):
             self.reduction(op, x)
         elif op == "reshape":
-            self.emit(op, [x], {"shape": self.draw(_reshapes(x.shape))}, positive=x.positive)
+            self.emit(op, [x], {"shape": _reshape(self.draw, x.shape)}, positive=x.positive)
         elif op == "transpose" and len(x.shape) >= 2:
-            dims = self.draw(st.permutations(range(len(x.shape))))
+            dims = permutation(self.draw, range(len(x.shape)))
             self.emit(op, [x], {"dim0": dims[0], "dim1": dims[1]}, positive=x.positive)
         elif op == "unsqueeze":
-            dim = self.draw(st.integers(-len(x.shape) - 1, len(x.shape)))
+            dim = integer(self.draw, -len(x.shape) - 1, len(x.shape))
             self.emit(op, [x], {"dim": dim}, positive=x.positive)
         elif op == "getitem" and len(x.shape) >= 1:
-            index = self.draw(indices(x.shape, masks=self.masks))
+            index = draw_index(self.draw, x.shape, masks=self.masks)
             self.emit(op, [x], {"index": index}, positive=x.positive)
         elif op in ("cat", "stack"):
             self.join(op, x)
@@ -337,7 +334,7 @@ class _Builder:
         draw = self.draw
         scalar_ok = op not in ("maximum", "minimum")
         kinds = ["const", "value"] + (["scalar"] * 2 if scalar_ok else [])
-        kind = draw(st.sampled_from(kinds))
+        kind = choose(draw, kinds)
         if kind == "scalar":
             self.binary_scalar(op, x)
             return
@@ -346,8 +343,8 @@ class _Builder:
             other = self.pick(where=lambda v: _broadcasts(v.shape, x.shape))
         if other is None:
             stretching = stretching_shapes(x.shape)
-            kept = st.sampled_from(broadcastable_shapes(x.shape))
-            shape = draw(kept | st.sampled_from(stretching) if stretching else kept)
+            kept = broadcastable_shapes(x.shape)
+            shape = choose(draw, stretching if stretching and boolean(draw) else kept)
             positive = op in ("div", "pow")
             other = self.const(shape, self.other_dtype(x.dtype), positive=positive)
         if op == "div" and isinstance(other, _Value):
@@ -357,17 +354,17 @@ class _Builder:
             if base is None:
                 return
             x = base
-        left, right = (other, x) if op not in ("div", "pow") and draw(st.booleans()) else (x, other)
+        left, right = (other, x) if op not in ("div", "pow") and boolean(draw) else (x, other)
         self.emit(op, [left, right], positive=op == "pow" or (op == "div" and x.positive))
 
     def binary_scalar(self, op: str, x: _Value) -> None:
         draw = self.draw
-        on_left = draw(st.booleans())
+        on_left = boolean(draw)
         if op == "pow":
             if on_left:
-                self.emit(op, [draw(st.sampled_from([2.0, 0.5, 3.0])), x], positive=True)
+                self.emit(op, [choose(draw, [2.0, 0.5, 3.0]), x], positive=True)
                 return
-            exponent = draw(st.sampled_from(POW_EXPONENTS))
+            exponent = choose(draw, POW_EXPONENTS)
             if exponent != int(exponent) or exponent < 0:
                 base = self.positive(x)
                 if base is None:
@@ -378,11 +375,11 @@ class _Builder:
         if op == "div":
             denominator = self.positive(x) if on_left else None
             if denominator is not None:
-                self.emit(op, [draw(st.sampled_from([1.0, -2.0, 0.5])), denominator])
+                self.emit(op, [choose(draw, [1.0, -2.0, 0.5]), denominator])
             else:
-                self.emit(op, [x, draw(st.sampled_from([2.0, -0.5, 4.0, 3.0]))])
+                self.emit(op, [x, choose(draw, [2.0, -0.5, 4.0, 3.0])])
             return
-        scalar = draw(st.sampled_from([0.0, 1.0, -1.0, 2.0, 0.5, -3.0]))
+        scalar = choose(draw, [0.0, 1.0, -1.0, 2.0, 0.5, -3.0])
         self.emit(op, [scalar, x] if on_left else [x, scalar])
 
     def matmul(self, x: _Value) -> None:
@@ -390,15 +387,15 @@ class _Builder:
             self.reduce_all(x)
             return
         draw = self.draw
-        k = x.shape[-1] if draw(st.booleans()) else x.shape[0]
+        k = x.shape[-1] if boolean(draw) else x.shape[0]
         on_left = k == x.shape[-1]
         def fits(v):
             return (v.dtype == x.dtype and len(v.shape) in (1, 2)
                         and (v.shape[0] == k if on_left else v.shape[-1] == k))
-        other: _Value | Const | None = self.pick(where=fits) if draw(st.booleans()) else None
+        other: _Value | Const | None = self.pick(where=fits) if boolean(draw) else None
         if other is None:
-            n = draw(st.integers(1, 3))
-            shape = draw(st.sampled_from([(k,), (k, n)] if on_left else [(k,), (n, k)]))
+            n = integer(draw, 1, 3)
+            shape = choose(draw, [(k,), (k, n)] if on_left else [(k,), (n, k)])
             other = self.const(shape, x.dtype)
         self.emit("matmul", [x, other] if on_left else [other, x])
 
@@ -410,16 +407,16 @@ class _Builder:
             if not self.can("sum"):
                 return
             op, needs_dim = "sum", False
-        if not x.shape or op in ("max", "min") or (not needs_dim and draw(st.booleans())):
+        if not x.shape or op in ("max", "min") or (not needs_dim and boolean(draw)):
             self.emit(op, [x], positive=x.positive)
             return
         dims = [d for d in range(len(x.shape)) if x.shape[d] > 0 or op in ("sum", "mean")]
         if not dims:
             self.reduce_all(x)
             return
-        dim = draw(st.sampled_from(dims))
-        dim -= len(x.shape) * draw(st.booleans())
-        params = {"dim": dim, "keepdim": draw(st.booleans())}
+        dim = choose(draw, dims)
+        dim -= len(x.shape) * boolean(draw)
+        params = {"dim": dim, "keepdim": boolean(draw)}
         self.emit(op, [x], params, positive=x.positive and op != "mean")
 
     def join(self, op: str, x: _Value) -> None:
@@ -428,8 +425,8 @@ class _Builder:
             if not self.can("stack"):
                 return
             op = "stack"
-        dim = draw(st.integers(0, len(x.shape) - (1 if op == "cat" else 0)))
-        count = draw(st.integers(1, 2))
+        dim = integer(draw, 0, len(x.shape) - (1 if op == "cat" else 0))
+        count = integer(draw, 1, 2)
         parts: list[_Value | Const] = [x]
         for _ in range(count):
             def fits(v: _Value) -> bool:
@@ -437,24 +434,24 @@ class _Builder:
                     return False
                 return all(a == b or (op == "cat" and i == dim)
                            for i, (a, b) in enumerate(zip(v.shape, x.shape, strict=False)))
-            other = self.pick(where=fits) if draw(st.booleans()) else None
+            other = self.pick(where=fits) if boolean(draw) else None
             if other is None:
                 shape = list(x.shape)
                 if op == "cat":
-                    shape[dim] = draw(st.integers(0, 3))
+                    shape[dim] = integer(draw, 0, 3)
                 parts.append(self.const(tuple(shape), x.dtype))
             else:
                 parts.append(other)
-        order = draw(st.permutations(range(len(parts))))
+        order = permutation(draw, range(len(parts)))
         self.emit(op, [parts[i] for i in order], {"dim": dim})
 
     def where(self, x: _Value) -> None:
         draw = self.draw
-        cond = draw(hnp.arrays(np.dtype(bool), draw(st.sampled_from(broadcastable_shapes(x.shape)))))
+        cond = draw(bool_arrays(choose(draw, broadcastable_shapes(x.shape))))
         other: _Value | Const | None = self.pick(where=lambda v: _broadcasts(v.shape, x.shape))
-        if other is None or draw(st.booleans()):
-            other = self.const(draw(st.sampled_from(broadcastable_shapes(x.shape))), x.dtype)
-        args = [x, other] if draw(st.booleans()) else [other, x]
+        if other is None or boolean(draw):
+            other = self.const(choose(draw, broadcastable_shapes(x.shape)), x.dtype)
+        args = [x, other] if boolean(draw) else [other, x]
         self.emit("where", args, {"cond": cond})
 
     # --- modules and losses, as users write them ----------------------------------------
@@ -483,7 +480,7 @@ class _Builder:
                     and any(takes(u, v) for u in self.pool if u is not v))
 
         weight: _Value | Const | None = None
-        if draw(st.integers(0, 3)) > 0:  # prefer a param, as nn.Linear holds one
+        if integer(draw, 0, 3) > 0:  # prefer a param, as nn.Linear holds one
             weight = self.pick(where=weight_param)
         if isinstance(weight, _Value):
             held = weight
@@ -498,15 +495,15 @@ class _Builder:
             # out: the length of a 1-D param when there is one (to be the bias), else drawn
             bias_param = self.pick(where=lambda v: v.name in self.params and len(v.shape) == 1
                                    and v.shape[0] > 0 and v.dtype == flat.dtype)
-            out = bias_param.shape[0] if bias_param is not None and draw(st.booleans()) else (
-                draw(st.integers(1, 3)))
+            out = bias_param.shape[0] if bias_param is not None and boolean(draw) else (
+                integer(draw, 1, 3))
             weight = self.const((out, x.shape[-1]), x.dtype)
         args: list[_Value | Const] = [x, weight]
-        if draw(st.booleans()):
+        if boolean(draw):
             bias: _Value | Const | None = self.pick(
                 where=lambda v: v.name in self.params and v.shape == (out,) and v.dtype == x.dtype
             )
-            args.append(bias if bias is not None and draw(st.integers(0, 3)) > 0
+            args.append(bias if bias is not None and integer(draw, 0, 3) > 0
                         else self.const((out,), x.dtype))
         self.emit("linear", args)
 
@@ -515,8 +512,8 @@ class _Builder:
         with the reduction left out or passed."""
         draw = self.draw
         target = self.const(x.shape, self.other_dtype(x.dtype))
-        params = dict(draw(st.sampled_from(LOSS_REDUCTIONS)))
-        self.emit("mse_loss", [x, target] if draw(st.booleans()) else [target, x], params)
+        params = dict(choose(draw, LOSS_REDUCTIONS))
+        self.emit("mse_loss", [x, target] if boolean(draw) else [target, x], params)
 
     def cross_entropy(self, x: _Value) -> None:
         """``F.cross_entropy`` of logits (N, C) with class indices (N,), or (C,) with a 0-dim
@@ -526,9 +523,8 @@ class _Builder:
         if logits is None:
             return
         classes = logits.shape[-1]
-        target = draw(hnp.arrays(np.dtype(np.int64), logits.shape[:-1],
-                                 elements=st.integers(0, classes - 1)))
-        params = {"target": target, **draw(st.sampled_from(LOSS_REDUCTIONS))}
+        target = draw(class_indices(logits.shape[:-1], classes))
+        params = {"target": target, **choose(draw, LOSS_REDUCTIONS)}
         self.emit("cross_entropy", [logits], params)
 
     # --- finishing -----------------------------------------------------------------------
@@ -552,7 +548,7 @@ class _Builder:
                 total = self.emit(combine, [total, term])
         if not self.can("reshape"):
             return self.rename_last(self.loss)
-        final_shape = draw(st.sampled_from([(), (), (), (), (), (), (), (1,), (1, 1)]))
+        final_shape = choose(draw, [(), (), (), (), (), (), (), (1,), (1, 1)])
         return self.emit("reshape", [total], {"shape": final_shape}, name=self.loss)
 
     def finish_tensor(self) -> _Value:
@@ -574,13 +570,12 @@ def _broadcasts(a: Shape, b: Shape) -> bool:
     return True
 
 
-@st.composite
-def _reshapes(draw: Draw, shape: Shape) -> tuple[int, ...]:
+def _reshape(draw: Draw, shape: Shape) -> tuple[int, ...]:
     size = int(np.prod(shape))
     options = [(-1,), (size,), (1, size), (size, 1), (1, -1), shape]
     if size >= 4 and size % 2 == 0:
         options += [(2, size // 2), (-1, 2)]
-    return tuple(draw(st.sampled_from(options)))
+    return tuple(choose(draw, options))
 
 
 @st.composite
@@ -620,19 +615,16 @@ def forwards(
     dtype_list = list(dtypes) if dtypes is not None else sorted(
         {p.value.dtype for p in params}, key=str
     )
-    chosen = draw(
-        st.lists(
-            st.sampled_from(params), min_size=min(min_inputs, len(params)),
-            max_size=len(params), unique_by=lambda p: p.name,
-        ).filter(bool)
-    )
+    chosen = subset(draw, params, min_size=max(1, min_inputs))
     inputs = [_Value(p.name, p.value.shape, p.value.dtype,
                      positive=positive_params and bool((p.value > 0).all()))
               for p in chosen]
     glue = ALL_OPS if available is None else frozenset(available)
     builder = _Builder(draw, loss, inputs, op_names, dtype_list, masks, glue)
     if op_names:
-        for op in draw(st.lists(st.sampled_from(op_names), min_size=min_ops, max_size=max_ops)):
+        for _ in range(integer(draw, min_ops, max_ops)):
+            op = choose(draw, op_names)
             builder.grow(op)
     result = builder.finish_scalar() if scalar else builder.finish_tensor()
     return GraphInfo(Forward(loss, tuple(builder.nodes)), result.shape, result.dtype)
+

@@ -7,6 +7,7 @@ skipped with the engine's reason instead.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -16,7 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from conformance.adapter import OPTIMIZER_HYPERPARAMETERS, Capabilities
-from conformance.graphs import Draw, GraphInfo, forwards, values
+from conformance.choices import Draw, Scalars, boolean, choose, integer, permutation, values
+from conformance.graphs import GraphInfo, forwards
 from conformance.program import (
     GRAD_EDIT_FORMS,
     OMITTED,
@@ -44,8 +46,8 @@ from conformance.program import (
 SHAPES: tuple[tuple[int, ...], ...] = ((), (1,), (3,), (4,), (2, 3), (3, 1), (1, 1), (2, 2, 2))
 
 # Zeros are edges: momentum=0 keeps no buffer, weight_decay=0 skips the term, lr=0 freezes.
-LEARNING_RATES = st.one_of(st.sampled_from([0.1, 0.5, 1.0, 0.0]), st.floats(0.01, 1.0))
-FACTORS = st.one_of(st.just(0.0), st.sampled_from([0.5, 0.9, 1.0]), st.floats(0.0, 1.0))
+LEARNING_RATES = Scalars((0.1, 0.5, 1.0, 0.0), 0.01, 1.0, floats=4)
+FACTORS = Scalars((0.0, 0.0, 0.0, 0.5, 0.9, 1.0), 0.0, 1.0, floats=3)  # 0.0 a third of the time
 
 
 def _check_range(name: str, low: int, high: int) -> None:
@@ -65,15 +67,33 @@ def params(
 ) -> tuple[Param, ...]:
     """Params ``p0, p1, ...`` of drawn shapes and supported dtypes with edge-rich values
     (``positive``: in [0.5, 4], for an op with a singular point tested alone)."""
+    return draw_params(draw, capabilities, min_size=min_size, max_size=max_size, shapes=shapes,
+                       positive=positive)
+
+
+def draw_params(
+    draw: Draw,
+    capabilities: Capabilities,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    shapes: Sequence[tuple[int, ...]] = SHAPES,
+    positive: bool = False,
+) -> tuple[Param, ...]:
+    """:func:`params`'s draw, made inside the caller's own (no strategy built per call)."""
     _check_range("size", min_size, max_size)
     dtypes = capabilities.dtypes
     if not dtypes:
         raise InvalidArgument("the engine supports neither float32 nor float64")
-    count = draw(st.integers(min_size, max_size))
+    count = integer(draw, min_size, max_size)
+    # One dtype for the program, and now and then a param of another: a mixed-dtype model is
+    # an edge users reach, not the usual case (a known deviation about it would otherwise set
+    # aside half of an engine's programs).
+    usual = choose(draw, dtypes)
     drawn = []
     for i in range(count):
-        shape = draw(st.sampled_from(list(shapes)))
-        dtype = draw(st.sampled_from(dtypes))
+        shape = choose(draw, list(shapes))
+        dtype = choose(draw, [usual] * 6 + list(dtypes)) if len(dtypes) > 1 else usual
         drawn.append(Param(f"p{i}", draw(values(shape, dtype, positive=positive))))
     return tuple(drawn)
 
@@ -88,9 +108,9 @@ ADAM_DEFAULTS: dict[str, Any] = {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8
 
 # Betas at their defaults, at 0 (no averaging), and anywhere in [0, 1); eps small and large
 # (eps dominates the denominator when the second moment is small).
-BETA1 = st.one_of(st.sampled_from([0.9, 0.0, 0.5]), st.floats(0.0, 0.99))
-BETA2 = st.one_of(st.sampled_from([0.999, 0.9, 0.0]), st.floats(0.0, 0.9999))
-EPSILONS = st.sampled_from([1e-8, 1e-6, 0.1, 1.0, 0.0])
+BETA1 = Scalars((0.9, 0.0, 0.5), 0.0, 0.99, floats=3)
+BETA2 = Scalars((0.999, 0.9, 0.0), 0.0, 0.9999, floats=3)
+EPSILONS = (1e-8, 1e-6, 0.1, 1.0, 0.0)
 
 
 @st.composite
@@ -103,39 +123,51 @@ def hyperparameters(
     now and then every one. ``inherited`` is what a param group falls back on (the
     constructor's arguments over the optimizer's defaults), so SGD's nesterov is drawn only
     where the values in effect make it valid."""
+    return draw_hyperparameters(draw, capabilities, kind=kind, inherited=inherited)
+
+
+def draw_hyperparameters(
+    draw: Draw, capabilities: Capabilities, *, kind: str = "sgd",
+    inherited: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`hyperparameters`'s draw, made inside the caller's own (no strategy built per call)."""
     if kind not in OPTIMIZER_HYPERPARAMETERS:
         raise InvalidArgument(f"unknown optimizer kind {kind!r}; known: "
                               f"{', '.join(OPTIMIZER_HYPERPARAMETERS)}")
-    every = draw(st.integers(0, 7)) == 0
+    names = [name for name in OPTIMIZER_HYPERPARAMETERS[kind]
+             if capabilities.supports_hyperparameter(kind, name)]
+    # One choice for which are passed: every one now and then, else any subset (a bit mask).
+    mask = (1 << len(names)) - 1 if integer(draw, 0, 7) == 0 else integer(
+        draw, 0, (1 << len(names)) - 1)
+    passed = {name for i, name in enumerate(names) if mask >> i & 1}
 
     def passes(name: str) -> bool:
-        supported = capabilities.supports_hyperparameter(kind, name)
-        return supported and (every or draw(st.booleans()))
+        return name in passed
 
     drawn: dict[str, Any] = {}
     if passes("lr"):
-        drawn["lr"] = draw(LEARNING_RATES)
+        drawn["lr"] = LEARNING_RATES(draw)
     if kind != "sgd":
         if passes("betas"):
-            drawn["betas"] = (draw(BETA1), draw(BETA2))
+            drawn["betas"] = (BETA1(draw), BETA2(draw))
         if passes("eps"):
-            drawn["eps"] = draw(EPSILONS)
+            drawn["eps"] = choose(draw, EPSILONS)
         if passes("weight_decay"):
-            drawn["weight_decay"] = draw(FACTORS)
+            drawn["weight_decay"] = FACTORS(draw)
         if passes("amsgrad"):
-            drawn["amsgrad"] = draw(st.booleans())
+            drawn["amsgrad"] = boolean(draw)
         if passes("maximize"):
-            drawn["maximize"] = draw(st.booleans())
+            drawn["maximize"] = boolean(draw)
         return drawn
     for name in ("momentum", "dampening", "weight_decay"):
         if passes(name):
-            drawn[name] = draw(FACTORS)
+            drawn[name] = FACTORS(draw)
     effective = {**SGD_DEFAULTS, **(inherited or {}), **drawn}
     nesterov_valid = effective["momentum"] > 0 and effective["dampening"] == 0
     if passes("nesterov"):
-        drawn["nesterov"] = nesterov_valid and draw(st.booleans())
+        drawn["nesterov"] = nesterov_valid and boolean(draw)
     if passes("maximize"):
-        drawn["maximize"] = draw(st.booleans())
+        drawn["maximize"] = boolean(draw)
     if not nesterov_valid and {**(inherited or {}), **drawn}.get("nesterov"):
         drawn["nesterov"] = False  # an inherited nesterov=True would not be valid here
     return drawn
@@ -148,7 +180,7 @@ def invalid_hyperparameters(
     """Hyperparameters the constructor of optimizer ``kind`` rejects: one rule broken,
     sometimes two (SGD: a negative lr, momentum or weight_decay, nesterov without momentum or
     with dampening; Adam/AdamW: a negative lr, eps or weight_decay, a beta outside [0, 1))."""
-    drawn = draw(hyperparameters(capabilities, kind=kind))
+    drawn = draw_hyperparameters(draw, capabilities, kind=kind)
     names = (("momentum", "weight_decay", "nesterov") if kind == "sgd"
              else ("eps", "weight_decay", "betas"))
     rules = ["lr"] + [name for name in names if capabilities.supports_hyperparameter(kind, name)]
@@ -156,16 +188,16 @@ def invalid_hyperparameters(
     for rule in broken:
         if rule == "nesterov":
             drawn["nesterov"] = True
-            if draw(st.booleans()) or not capabilities.supports_hyperparameter(kind, "dampening"):
+            if boolean(draw) or not capabilities.supports_hyperparameter(kind, "dampening"):
                 drawn["momentum"] = 0.0
             else:
                 drawn["dampening"] = draw(st.floats(0.1, 1.0))
         elif rule == "betas":
-            bad = draw(st.sampled_from([1.0, -0.1, 1.5]))
-            good = draw(BETA1)
-            drawn["betas"] = (bad, good) if draw(st.booleans()) else (good, bad)
+            bad = choose(draw, [1.0, -0.1, 1.5])
+            good = BETA1(draw)
+            drawn["betas"] = (bad, good) if boolean(draw) else (good, bad)
         else:
-            drawn[rule] = -draw(st.sampled_from([0.1, 1.0, 1e-8]))
+            drawn[rule] = -choose(draw, [0.1, 1.0, 1e-8])
     return drawn
 
 
@@ -178,26 +210,40 @@ def optimizers(
     ``names``, split into groups that override any subset of its hyperparameters (often
     none) and inherit the rest. Sometimes a param is left out of the optimizer (zero_grad and
     step must not touch it; ``add_param_group`` may add it later)."""
+    return draw_optimizer(draw, capabilities, names, kinds=kinds, max_groups=max_groups)
+
+
+def draw_optimizer(
+    draw: Draw, capabilities: Capabilities, names: Sequence[str], *,
+    kinds: Sequence[str] | None = None, max_groups: int = 2,
+) -> MakeOptimizer:
+    """:func:`optimizers`'s draw, made inside the caller's own (no strategy built per call)."""
     available = [kind for kind in (kinds or OPTIMIZERS) if kind in capabilities.optimizers]
     if not available:
         raise InvalidArgument(f"the engine has none of the optimizers {list(kinds or OPTIMIZERS)}")
-    kind = draw(st.sampled_from(available))
+    kind = choose(draw, available)
     if not capabilities.supports("param_groups"):
         max_groups = 1
-    order = draw(st.permutations(list(names)))
-    held = order if len(order) == 1 or draw(st.integers(0, 4)) else order[:-1]
-    count = draw(st.integers(1, max(1, min(max_groups, len(held)))))
-    cuts = sorted(draw(st.lists(st.integers(1, len(held) - 1), min_size=count - 1,
-                                max_size=count - 1, unique=True))) if count > 1 else []
+    order = permutation(draw, list(names))
+    held = order if len(order) == 1 or integer(draw, 0, 4) else order[:-1]
+    count = integer(draw, 1, max(1, min(max_groups, len(held))))
+    cuts = sorted(draw(_cuts(len(held), count))) if count > 1 else []
     bounds = [0, *cuts, len(held)]
-    defaults = draw(hyperparameters(capabilities, kind=kind))
+    defaults = draw_hyperparameters(draw, capabilities, kind=kind)
     groups = []
     for start, stop in itertools.pairwise(bounds):
         overrides = {}
-        if count > 1 and draw(st.integers(0, 2)):
-            overrides = draw(hyperparameters(capabilities, kind=kind, inherited=defaults))
+        if count > 1 and integer(draw, 0, 2):
+            overrides = draw_hyperparameters(draw, capabilities, kind=kind, inherited=defaults)
         groups.append(Group(tuple(held[start:stop]), overrides))
     return MakeOptimizer(tuple(groups), defaults, kind)
+
+
+@functools.cache
+def _cuts(length: int, groups: int) -> st.SearchStrategy[list[int]]:
+    """Where ``groups`` groups split ``length`` params: distinct cut points in [1, length)."""
+    return st.lists(st.integers(1, length - 1), min_size=groups - 1, max_size=groups - 1,
+                    unique=True)
 
 
 def param_groups(
@@ -270,15 +316,15 @@ def programs(
     chosen_actions = [action for action in chosen_actions if not unsupported.get(action)]
     if not chosen_actions:
         raise InvalidArgument(f"the engine supports none of the actions {actions}")
-    drawn_params = draw(params(capabilities, min_size=min_params, max_size=max_params))
+    drawn_params = draw_params(draw, capabilities, min_size=min_params, max_size=max_params)
     names = [p.name for p in drawn_params]
-    make = draw(optimizers(capabilities, names, kinds=kinds))
+    make = draw_optimizer(draw, capabilities, names, kinds=kinds)
     held = {name for group in make.groups for name in group.params}
     instructions: list[Instruction] = [make]
     losses: list[GraphInfo] = []
-    count = draw(st.integers(min_instructions, max_instructions))
+    count = integer(draw, min_instructions, max_instructions)
     for _ in range(count):
-        action = draw(st.sampled_from(chosen_actions))
+        action = choose(draw, chosen_actions)
         if action == "backward_again" and not losses:
             action = "forward_backward"
         if action == "forward_backward":
@@ -286,26 +332,26 @@ def programs(
                                ops=ops, max_ops=max_ops))
             losses.append(info)
             instructions.append(info.forward)
-            instructions.append(draw(backward_calls(capabilities, info.forward.loss)))
+            instructions.append(draw_backward(draw, capabilities, info.forward.loss))
         elif action == "backward_again":
-            info = draw(st.sampled_from(losses))
-            instructions.append(draw(backward_calls(capabilities, info.forward.loss)))
+            info = choose(draw, losses)
+            instructions.append(draw_backward(draw, capabilities, info.forward.loss))
         elif action == "step":
             instructions.append(Step())
         elif action == "zero_grad":
-            instructions.append(draw(zero_grad_calls(capabilities)))
+            instructions.append(draw_zero_grad(draw, capabilities))
         elif action == "set_grad_none":
-            instructions.append(SetGradNone(draw(st.sampled_from(names))))
+            instructions.append(SetGradNone(choose(draw, names)))
         elif action == "set_hyperparameter":
-            instructions.append(draw(_set_hyperparameter(capabilities, make)))
+            instructions.append(_set_hyperparameter(draw, capabilities, make))
         elif action == "update":
-            instructions.append(draw(updates(capabilities, draw(st.sampled_from(names)))))
+            instructions.append(draw_update(draw, capabilities, choose(draw, names)))
         elif action == "edit_grad":
-            instructions.append(draw(grad_edits(draw(st.sampled_from(names)))))
+            instructions.append(draw_grad_edit(draw, choose(draw, names)))
         elif action == "add_param_group" and len(held) < len(names):
             added = [name for name in names if name not in held]
-            overrides = draw(hyperparameters(capabilities, kind=make.kind,
-                                             inherited=dict(make.defaults)))
+            overrides = draw_hyperparameters(draw, capabilities, kind=make.kind,
+                                             inherited=dict(make.defaults))
             instructions.append(AddParamGroup(Group(tuple(added), overrides)))
             held.update(added)
         elif action == "reload_optimizer":
@@ -313,24 +359,40 @@ def programs(
     return Program(drawn_params, tuple(instructions))
 
 
+@st.composite
 def backward_calls(
-    capabilities: Capabilities, loss: str, *, retain_graph: bool | None = OMITTED
-) -> st.SearchStrategy[Backward]:
+    draw: Draw, capabilities: Capabilities, loss: str, *, retain_graph: bool | None = OMITTED
+) -> Backward:
     """``loss.backward(...)`` as users write it: ``retain_graph`` left out about half the time,
     else True, False or None; ``create_graph=True`` sometimes, where the engine supports it.
     A given ``retain_graph`` is passed as it is (``OMITTED``: drawn)."""
-    retain = (st.one_of(st.just(OMITTED), st.sampled_from([True, False, None]))
-              if retain_graph is OMITTED else st.just(retain_graph))
-    create = (st.sampled_from([OMITTED, OMITTED, OMITTED, True, False])
-              if capabilities.supports("create_graph") else st.just(OMITTED))
-    return st.builds(Backward, st.just(loss), retain_graph=retain, create_graph=create)
+    return draw_backward(draw, capabilities, loss, retain_graph=retain_graph)
 
 
-def zero_grad_calls(capabilities: Capabilities) -> st.SearchStrategy[ZeroGrad]:
+def draw_backward(
+    draw: Draw, capabilities: Capabilities, loss: str, *, retain_graph: bool | None = OMITTED
+) -> Backward:
+    """:func:`backward_calls`'s draw, made inside the caller's own (no strategy built per call)."""
+    if retain_graph is OMITTED and boolean(draw):
+        retain_graph = choose(draw, [True, False, None])
+    create = OMITTED
+    if capabilities.supports("create_graph"):
+        create = choose(draw, [OMITTED, OMITTED, OMITTED, True, False])
+    return Backward(loss, retain_graph=retain_graph, create_graph=create)
+
+
+@st.composite
+def zero_grad_calls(draw: Draw, capabilities: Capabilities) -> ZeroGrad:
     """``opt.zero_grad()`` about half the time, else ``set_to_none=True`` or ``False`` (where
     the engine supports it)."""
-    passed = [True, False] if capabilities.supports("zero_grad_keep") else [True]
-    return st.one_of(st.just(ZeroGrad()), st.sampled_from(passed).map(ZeroGrad))
+    return draw_zero_grad(draw, capabilities)
+
+
+def draw_zero_grad(draw: Draw, capabilities: Capabilities) -> ZeroGrad:
+    """:func:`zero_grad_calls`'s draw, made inside the caller's own (no strategy built per call)."""
+    if not boolean(draw):
+        return ZeroGrad()
+    return ZeroGrad(choose(draw, [True, False] if capabilities.supports("zero_grad_keep") else [True]))
 
 
 def update_forms(capabilities: Capabilities) -> list[str]:
@@ -348,18 +410,29 @@ def updates(draw: Draw, capabilities: Capabilities, param: str, *,
             forms: Sequence[str] | None = None) -> Update:
     """A user's in-place update of ``param`` in a drawn supported form (or one of ``forms``):
     a learning rate for the ``-=``-like forms, a decay factor for ``mul_``."""
-    form = draw(st.sampled_from(list(forms or update_forms(capabilities))))
-    scalar = draw(st.sampled_from([0.9, 0.5, 0.0]) if form == "mul_" else LEARNING_RATES)
+    return draw_update(draw, capabilities, param, forms=forms)
+
+
+def draw_update(draw: Draw, capabilities: Capabilities, param: str, *,
+            forms: Sequence[str] | None = None) -> Update:
+    """:func:`updates`'s draw, made inside the caller's own (no strategy built per call)."""
+    form = choose(draw, list(forms or update_forms(capabilities)))
+    scalar = choose(draw, [0.9, 0.5, 0.0]) if form == "mul_" else LEARNING_RATES(draw)
     return Update(param, form, scalar)
 
 
 @st.composite
 def grad_edits(draw: Draw, param: str) -> EditGrad:
     """A user's in-place edit of ``param.grad``: ``zero_()``, ``mul_(s)`` or ``div_(s)``."""
-    form = draw(st.sampled_from(list(GRAD_EDIT_FORMS)))
+    return draw_grad_edit(draw, param)
+
+
+def draw_grad_edit(draw: Draw, param: str) -> EditGrad:
+    """:func:`grad_edits`'s draw, made inside the caller's own (no strategy built per call)."""
+    form = choose(draw, list(GRAD_EDIT_FORMS))
     if form == "zero_":
         return EditGrad(param, form)
-    scalar = draw(st.sampled_from([0.5, 2.0, 0.0] if form == "mul_" else [2.0, 4.0, 3.0]))
+    scalar = choose(draw, [0.5, 2.0, 0.0] if form == "mul_" else [2.0, 4.0, 3.0])
     return EditGrad(param, form, scalar)
 
 
@@ -378,21 +451,21 @@ def hand_written_loops(
     forms = update_forms(capabilities)
     if not forms:
         raise InvalidArgument("the engine supports no hand-written update form")
-    drawn_params = draw(params(capabilities))
+    drawn_params = draw_params(draw, capabilities)
     names = [p.name for p in drawn_params]
-    form = draw(st.sampled_from(forms))
-    reset = draw(st.sampled_from(["zero_", "none"] if capabilities.supports("edit_grad")
-                                 else ["none"]))
+    form = choose(draw, forms)
+    reset = choose(draw, ["zero_", "none"] if capabilities.supports("edit_grad")
+                                 else ["none"])
     instructions: list[Instruction] = []
-    for epoch in range(draw(st.integers(min_epochs, max_epochs))):
+    for epoch in range(integer(draw, min_epochs, max_epochs)):
         info = draw(graphs(capabilities, loss=f"loss{epoch}", params=drawn_params,
                            min_inputs=len(drawn_params), max_ops=max_ops))
         # Half the loops retain the graph and go through it again after the update: the
         # version-counter case, which is what separates the update forms.
-        retain = draw(st.sampled_from([OMITTED, True]))
+        retain = choose(draw, [OMITTED, True])
         instructions += [info.forward, Backward(info.forward.loss, retain_graph=retain)]
         for name in names:
-            instructions.append(draw(updates(capabilities, name, forms=[form])))
+            instructions.append(draw_update(draw, capabilities, name, forms=[form]))
         if retain is True:
             instructions.append(Backward(info.forward.loss))
         for name in names:
@@ -400,26 +473,25 @@ def hand_written_loops(
     return Program(drawn_params, tuple(instructions))
 
 
-@st.composite
 def _set_hyperparameter(draw: Draw, capabilities: Capabilities, make: MakeOptimizer
                         ) -> Instruction:
-    group = draw(st.integers(0, len(make.groups) - 1))
+    group = integer(draw, 0, len(make.groups) - 1)
     # Not nesterov or dampening (torch checks nesterov's rule only in the constructor), nor
     # amsgrad (switched on after a step, torch's next step raises KeyError: no max_exp_avg_sq).
     changeable = [k for k in OPTIMIZER_HYPERPARAMETERS[make.kind]
                   if k not in ("nesterov", "dampening", "amsgrad")
                   and capabilities.supports_hyperparameter(make.kind, k)]
-    key = draw(st.sampled_from(changeable))
+    key = choose(draw, changeable)
     if key == "maximize":
-        return SetHyperparameter(group, key, draw(st.booleans()))
+        return SetHyperparameter(group, key, boolean(draw))
     if key == "momentum":
         # Keep nesterov valid: torch checks nesterov's rule only in the constructor.
-        return SetHyperparameter(group, key, draw(st.sampled_from([0.5, 0.9])))
+        return SetHyperparameter(group, key, choose(draw, [0.5, 0.9]))
     if key == "betas":
-        return SetHyperparameter(group, key, (draw(BETA1), draw(BETA2)))
+        return SetHyperparameter(group, key, (BETA1(draw), BETA2(draw)))
     if key == "eps":
-        return SetHyperparameter(group, key, draw(EPSILONS))
-    return SetHyperparameter(group, key, draw(LEARNING_RATES if key == "lr" else FACTORS))
+        return SetHyperparameter(group, key, choose(draw, EPSILONS))
+    return SetHyperparameter(group, key, (LEARNING_RATES if key == "lr" else FACTORS)(draw))
 
 
 LOSSES = ("mse_loss", "cross_entropy")
@@ -439,22 +511,22 @@ def minibatch_loops(
     losses = [loss for loss in LOSSES if capabilities.supports(f"op:{loss}")]
     if not capabilities.supports("op:linear") or not losses:
         raise InvalidArgument("mini-batch loops need the linear op and mse_loss or cross_entropy")
-    dtype = draw(st.sampled_from(capabilities.dtypes))
-    features_in, features_out = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    loss_fn = draw(st.sampled_from(losses))
+    dtype = choose(draw, capabilities.dtypes)
+    features_in, features_out = integer(draw, 1, 3), integer(draw, 1, 3)
+    loss_fn = choose(draw, losses)
     if loss_fn == "cross_entropy":
         features_out = max(features_out, 2)  # classes
     weight = Param("weight", draw(values((features_out, features_in), dtype)))
     bias = Param("bias", draw(values((features_out,), dtype)))
-    make = draw(optimizers(capabilities, ["weight", "bias"], max_groups=1))
-    every = draw(st.integers(1, 3))
-    batch = draw(st.integers(1, 4))
-    reduction = draw(st.sampled_from([OMITTED, OMITTED, "mean", "sum"]))
+    make = draw_optimizer(draw, capabilities, ["weight", "bias"], max_groups=1)
+    every = integer(draw, 1, 3)
+    batch = integer(draw, 1, 4)
+    reduction = choose(draw, [OMITTED, OMITTED, "mean", "sum"])
     instructions: list[Instruction] = [make]
-    count = draw(st.integers(min_batches, max_batches))
+    count = integer(draw, min_batches, max_batches)
     for i in range(count):
         if i % every == 0:
-            instructions.append(draw(zero_grad_calls(capabilities)))
+            instructions.append(draw_zero_grad(draw, capabilities))
         inputs = Const(draw(values((batch, features_in), dtype)))
         output = Node(f"out{i}", "linear", (inputs, Ref("weight"), Ref("bias")))
         params: dict[str, Any] = {} if reduction is OMITTED else {"reduction": reduction}
