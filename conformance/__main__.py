@@ -2,11 +2,19 @@
 
 Exit codes: 0 the engine conforms (every property passes, is a known deviation, or needs a
 capability the engine declared unsupported) — with ``--baseline``, no regression against the
-baseline report; 1 it does not; 2 the run was interrupted (Ctrl-C: the report of the properties
-that ran is still written); 3 internal error; 4 usage error (unknown engine, bad option).
+baseline report; 1 it does not; 2 the run was interrupted (Ctrl-C, or the example database
+failed mid-run, a Redis server lost: the report of the properties that ran is still written);
+3 internal error; 4 usage error (unknown engine, bad option, an example database that cannot
+be reached).
 
 The engine runs in a worker process (``--no-isolate`` to run it in this one): a program that
 crashes it or runs past ``--program-timeout`` fails as an engine crash, and the run goes on.
+
+The nightly fuzz tier and the gate that replays its failures (docs/adapter-guide.md, "Nightly
+fuzzing")::
+
+    python -m conformance torch --profile fuzz --database redis://HOST:6379/0 --budget 2h
+    python -m conformance torch --database redis://HOST:6379/0 --replay
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import NoReturn
 import pytest
 
 from conformance import isolation, profiles
+from conformance.database import FUZZ_DIRECTORY
 from conformance.engines import UnknownEngine, known_engines, load_engine
 from conformance.report import Collector, Report, versions
 
@@ -30,6 +39,15 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(4, f"{self.prog}: error: {message}\n")  # a usage error, as documented
+
+
+def _duration(text: str) -> str:
+    """``text`` unchanged once it reads as a duration: the plugin parses it again."""
+    try:
+        profiles.parse_budget(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -63,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--program-timeout", type=_seconds, default=isolation.DEFAULT_TIMEOUT_S,
                         metavar="SECONDS", help="a program running longer fails as a hang "
                         "(default: %(default)s)")
+    parser.add_argument("--database", metavar="URL|DIR",
+                        help="example database: failures saved there for the engine are replayed "
+                        "first, and new ones saved: redis://HOST:PORT/N (one for any number of "
+                        "machines) or a directory (default: $CONFORMANCE_DATABASE; the fuzz "
+                        f"profile falls back to {FUZZ_DIRECTORY})")
+    parser.add_argument("--replay", action="store_true",
+                        help="only read the database: replay its failures, save nothing (the CI "
+                        "gate: --database URL --replay)")
+    parser.add_argument("--budget", type=_duration, metavar="DURATION",
+                        help="wall-clock time for the whole run, shared over the properties, "
+                        "e.g. 90s, 10m, 2h (fuzz profile)")
     return parser
 
 
@@ -96,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         pytest_args += ["-n", str(args.workers)]
     pytest_args += ["--isolate" if args.isolate else "--no-isolate",
                     f"--program-timeout={args.program_timeout:g}"]
+    if args.database:
+        pytest_args.append(f"--conformance-database={args.database}")
+    if args.replay:
+        pytest_args.append("--conformance-replay")
+    if args.budget is not None:
+        pytest_args.append(f"--budget={args.budget}")
     started = time.perf_counter()
     exit_code = int(pytest.main(pytest_args + extra, plugins=[collector]))
     runtime = time.perf_counter() - started

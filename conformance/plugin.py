@@ -11,7 +11,12 @@
 - prints the engine, its version, the profile and the seed in the report header;
 - runs the engine named by ``--engine`` in a worker process (``--no-isolate`` to run it here),
   so a segfault, ``abort()``, ``exit()`` or a program over ``--program-timeout`` seconds fails
-  that program with an EngineCrash instead of ending the session (:mod:`conformance.isolation`).
+  that program with an EngineCrash instead of ending the session (:mod:`conformance.isolation`);
+- keys each property's saved failures by engine and property, and with
+  ``--conformance-database`` (or ``CONFORMANCE_DATABASE``) keeps them in that database:
+  a Redis server shared by many machines, or a directory; ``--conformance-replay`` only reads
+  it (:mod:`conformance.database`). ``--budget`` bounds a fuzz run's time
+  (:class:`conformance.profiles.Budget`).
 
 It does nothing to test sessions that collect no conformance property.
 """
@@ -26,6 +31,7 @@ import pytest
 
 from conformance import isolation, profiles  # profiles: registered before Hypothesis loads one
 from conformance.adapter import Engine, KnownDeviation
+from conformance.database import DATABASE_ENV, Database, DatabaseError, example_key, open_database
 
 ENGINE_ENV = "CONFORMANCE_ENGINE"
 DEFAULT_ENGINE = "reference"
@@ -34,6 +40,8 @@ PROPERTIES_PACKAGE = "conformance.properties."
 _engine_key = pytest.StashKey[Engine]()
 _stale_key = pytest.StashKey[list[str]]()
 _witness_key = pytest.StashKey[KnownDeviation]()
+_database_key = pytest.StashKey[Database]()
+_budget_key = pytest.StashKey[profiles.Budget]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,6 +67,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=isolation.DEFAULT_TIMEOUT_S, metavar="SECONDS",
         help="with isolation, a program running longer fails as a hang (default: %(default)s)",
     )
+    group.addoption(
+        "--conformance-database", default=None, metavar="URL|DIR",
+        help="the example database failures are replayed from and saved into: "
+        "redis://HOST:PORT/N (shared by any number of machines) or a directory "
+        f"(default: ${DATABASE_ENV}, else the Hypothesis profile's)",
+    )
+    group.addoption(
+        "--conformance-replay", action="store_true", default=False,
+        help="only read the database: replay the failures saved for the engine, save nothing "
+        "(the CI gate)",
+    )
+    group.addoption(
+        "--budget", type=_budget, default=None, metavar="DURATION",
+        help="wall-clock time for the whole run, shared over the properties: 90s, 10m, 2h "
+        "(a profile that is not derandomized, such as fuzz)",
+    )
+
+
+def _budget(text: str) -> float:
+    try:
+        return profiles.parse_budget(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--budget: {exc}") from None
 
 
 def _seconds(text: str) -> float:
@@ -77,6 +108,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "requires(feature): skip unless the engine supports the feature"
     )
     spec = config.getoption("engine") or os.environ.get(ENGINE_ENV)
+    if spec or _collects_properties(config):
+        _open_database(config)  # before the engine starts: a bad URL is a usage error at once
     if spec:
         engine = config.stash[_engine_key] = _load(spec)
         if config.getoption("conformance_isolate"):
@@ -89,6 +122,23 @@ def pytest_configure(config: pytest.Config) -> None:
         from conformance.runner import reference_engine
 
         reference_engine()
+
+
+def _open_database(config: pytest.Config) -> None:
+    """Open the database the options name, and start the budget's clock."""
+    budget = config.getoption("budget")
+    if budget is not None:
+        config.stash[_budget_key] = profiles.Budget(budget)
+    location = config.getoption("conformance_database") or os.environ.get(DATABASE_ENV)
+    read_only = config.getoption("conformance_replay")
+    if location:
+        try:
+            config.stash[_database_key] = open_database(location, read_only=read_only)
+        except DatabaseError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    elif read_only:
+        raise pytest.UsageError(f"--conformance-replay: no example database to replay from; "
+                                f"name one (--database / --conformance-database, or {DATABASE_ENV})")
 
 
 def _collects_properties(config: pytest.Config) -> bool:
@@ -147,7 +197,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     uncount = _count_examples(item, tally)
     try:
         return (yield)
-    except BaseException as failure:  # the failure Hypothesis reports: the shrunk one
+    except Exception as failure:  # the failure Hypothesis reports (not Ctrl-C, not pytest.exit)
         for crash in _worker_crashes(failure):
             item.user_properties.append((CRASH_PROPERTY, crash.how))
         _check_witness(item, failure)
@@ -160,6 +210,68 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         item.user_properties.append((EXAMPLES_PROPERTY, RUNS[key] - before))
         item.user_properties.append((TALLY_PROPERTY, {
             "passed": tally.passed, "failed": tally.failed, "set_aside": dict(tally.set_aside)}))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    """Run a property's Hypothesis test under a database key of its own, in the database the
+    options name, and with ``--budget`` for its share of the budget.
+
+    The key is the engine and the property (:func:`conformance.database.example_key`):
+    Hypothesis's own is a digest of the test function, the same for a property on every engine,
+    and here for every property too (``_count_examples`` wraps each in the same function).
+    A database that fails mid-run ends the session like Ctrl-C (exit status 2; the report
+    holds the properties that finished): a lost server is no verdict on the engine. Under
+    xdist the properties in flight fail with its error, as xdist stops only on those terms."""
+    pid = property_id(pyfuncitem)
+    test: Any = pyfuncitem.obj
+    if pid is None or not hasattr(test, "hypothesis"):
+        return (yield)
+    from hypothesis import settings
+
+    config = pyfuncitem.config
+    database = config.stash.get(_database_key, None)
+    budget = config.stash.get(_budget_key, None)
+    own = test._hypothesis_internal_use_settings
+    test._hypothesis_internal_database_key = example_key(engine_of(config).name,
+                                                         _full_id(pyfuncitem, pid))
+    if database is not None:
+        test._hypothesis_internal_use_settings = settings(own, database=database.examples)
+    if budget is not None:
+        pyfuncitem.obj = _spend(test, budget)
+    errors = database.errors if database is not None else ()
+    try:
+        return (yield)
+    except errors as exc:
+        location = database.location if database is not None else ""
+        message = f"the example database {location} failed during {pid}: {exc}"
+        if "PYTEST_XDIST_WORKER" in os.environ:
+            # xdist stops the session on a worker's shouldstop; a worker that exits "crashed".
+            pyfuncitem.session.shouldstop = message
+            raise
+        pytest.exit(message, returncode=pytest.ExitCode.INTERRUPTED)
+    finally:
+        pyfuncitem.obj = test
+        test._hypothesis_internal_use_settings = own
+        del test._hypothesis_internal_database_key
+
+
+def _spend(test: Any, budget: profiles.Budget) -> Callable[..., None]:
+    """``test`` (a Hypothesis test) as a function that runs it again and again, with a fresh
+    seed each time, for the next property's share of ``budget``."""
+    from hypothesis import settings
+
+    def spend(**kwargs: Any) -> None:
+        __tracebackhide__ = True
+        own = test._hypothesis_internal_use_settings
+        try:
+            for examples in budget.runs():
+                test._hypothesis_internal_use_settings = settings(own, max_examples=examples)
+                test(**kwargs)
+        finally:
+            test._hypothesis_internal_use_settings = own
+
+    return spend
 
 
 def _count_examples(item: pytest.Item, tally: Any) -> Callable[[], None]:
@@ -262,6 +374,26 @@ def _stop_at_first_failure(item: pytest.Item) -> Callable[[], None]:
     return restore
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from hypothesis import settings
+
+    if _budget_key in session.config.stash and settings.default is not None \
+            and settings.default.derandomize:
+        raise pytest.UsageError(
+            f"--budget: the Hypothesis profile {settings.get_current_profile_name()!r} is "
+            "derandomized: each run of a property would draw the same examples; use the "
+            "fuzz profile")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    budget = session.config.stash.get(_budget_key, None)
+    if budget is not None:
+        runnable = [item for item in session.items
+                    if property_id(item) and item.get_closest_marker("skip") is None]
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        budget.expect(len(runnable), workers=workers)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if _engine_key not in config.stash:
         return []
@@ -272,9 +404,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     profile = settings.get_current_profile_name()
     derandomized = settings.default is not None and settings.default.derandomize
     seed_text = "derandomized" if derandomized else (seed if seed is not None else "random")
+    database = config.stash.get(_database_key, None)
+    database_text = "" if database is None else (
+        f", database={database.location}{' (replay only)' if config.option.conformance_replay else ''}")
     return [
         f"conformance: engine={engine.name} ({engine.version()}), "
-        f"hypothesis profile={profile}, seed={seed_text}"
+        f"hypothesis profile={profile}, seed={seed_text}{database_text}"
     ]
 
 

@@ -1,15 +1,26 @@
-"""Hypothesis settings profiles for the suite: ``ci`` (the gate), ``dev`` and ``thorough``.
+"""Hypothesis settings profiles for the suite: ``ci`` (the gate), ``dev``, ``thorough`` and
+``fuzz`` (the nightly tier), and the fuzz tier's time budget.
 
 ``ci`` is derandomized with no example database and reports one failure per property, so two
 runs on the same engine give the same verdicts and the same reports; ``thorough`` keeps the
-database so failures found once are replayed first next time.
+database so failures found once are replayed first next time. ``fuzz`` draws from random seeds,
+many examples per property, and saves its failures into a database that many machines can share
+(:mod:`conformance.database`); the gate replays them (``--database URL --replay``).
 """
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, Phase, settings
+import math
+import re
+import time
+from collections.abc import Iterator
 
-PROFILES = ("ci", "dev", "thorough")
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from conformance.database import FUZZ_DIRECTORY
+
+PROFILES = ("ci", "dev", "thorough", "fuzz")
 DEFAULT_PROFILE = "ci"
 
 _COMMON = {
@@ -30,7 +41,85 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=30, **_COMMON)  # type: ignore[arg-type]
 settings.register_profile("thorough", max_examples=1000, **_COMMON)  # type: ignore[arg-type]
+# Without --budget, 10_000 programs per property: about 2.5 hours for torch's 133 properties at
+# the 142 programs/s docs/benchmarks.md measured. Its database is the directory FUZZ_DIRECTORY
+# unless --database names another, or a Redis server. No explain phase: it names the lines of
+# the suite's own comparison code that failing examples ran, and took 18 s of a 21 s run that
+# caught tests.broken_engines.accumulation:OverwritesGrad; the gate shows the shrunk script.
+settings.register_profile(
+    "fuzz",
+    derandomize=False,
+    database=DirectoryBasedExampleDatabase(FUZZ_DIRECTORY),
+    max_examples=10_000,
+    phases=tuple(phase for phase in Phase if phase != Phase.explain),
+    **_COMMON,  # type: ignore[arg-type]
+)
 
 NO_SHRINK = tuple(phase for phase in Phase if phase != Phase.shrink)
 """Phases for a run that only needs to know *whether* an engine fails (the broken-engine
 catalogue): shrinking the counterexample is the slow part and adds nothing there."""
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smh]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_budget(text: str) -> float:
+    """Seconds in a duration: ``90``, ``90s``, ``10m``, ``1.5h``.
+
+    >>> parse_budget("10m")
+    600.0
+    """
+    match = _DURATION.fullmatch(text.strip())
+    seconds = float(match[1]) * _UNIT_S[match[2]] if match else math.nan
+    if not seconds > 0:
+        raise ValueError(f"expected a positive duration such as 90s, 10m or 2h, got {text!r}")
+    return seconds
+
+
+MIN_EXAMPLES = 10
+"""A property's first run under a budget, and all it gets once the budget is spent: no
+property goes unchecked because those before it took the time."""
+CHUNK_SECONDS = 5.0
+"""The longest single Hypothesis run under a budget. Each run replays the database first, so a
+failure another machine saved is picked up within this, and so is a lost database server."""
+
+
+class Budget:
+    """A wall-clock budget for a whole run, shared out over its properties as each starts.
+
+    A property gets the time left divided by the properties left: one that fails early
+    leaves its time to the rest. Under xdist every worker holds the whole budget and expects
+    an even part of the properties (``PYTEST_XDIST_WORKER_COUNT``), since the workers run side
+    by side. A property spends its share in :meth:`runs`.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.properties_left = 1
+
+    def expect(self, properties: int, *, workers: int = 1) -> None:
+        """The number of properties the run will share the budget over."""
+        self.properties_left = max(1, math.ceil(properties / max(1, workers)))
+
+    def share(self) -> float:
+        """The next property's share, in seconds (0 once the budget is spent)."""
+        left = max(0.0, self.deadline - time.monotonic())
+        share = left / max(1, self.properties_left)
+        self.properties_left -= 1
+        return share
+
+    def runs(self) -> Iterator[int]:
+        """``max_examples`` for each Hypothesis run of the next property: :data:`MIN_EXAMPLES`
+        first, then as many as the last run's rate says fit in the time left of its share (at
+        most :data:`CHUNK_SECONDS` at a time), until that is spent. Each run draws from a fresh
+        random seed; Hypothesis has no time limit of its own, so the runs are the way to stop
+        on time."""
+        stop = time.monotonic() + self.share()
+        examples = MIN_EXAMPLES
+        while examples >= 1:
+            started = time.monotonic()
+            yield examples
+            now = time.monotonic()
+            rate = examples / max(now - started, 1e-3)
+            examples = int(rate * min(stop - now, CHUNK_SECONDS))
