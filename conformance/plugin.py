@@ -23,6 +23,7 @@ It does nothing to test sessions that collect no conformance property.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -287,6 +288,9 @@ def _count_examples(item: pytest.Item, tally: Any) -> Callable[[], None]:
 
     inner = hypothesis_handle.inner_test
 
+    # wraps: Hypothesis derives a derandomized run's seed from the digest of this function
+    # (its source and name, through __wrapped__): each property's own, not one for them all.
+    @functools.wraps(inner)
     def counted(*args: Any, **kwargs: Any) -> Any:
         try:
             result = inner(*args, **kwargs)

@@ -109,3 +109,33 @@ def test_report_counts_match_independent_counts(tmp_path: Path) -> None:
     markdown = (tmp_path / "forgets-retained-grads.md").read_text()
     share = logged["test_zero_grad_in_loops"] / zero_grad["examples"]
     assert f"{logged['test_zero_grad_in_loops']} ({share:.0%})" in markdown
+
+
+def test_counting_keeps_each_property_its_own_derandomized_seed() -> None:
+    """Counting wraps each property's ``inner_test``, and Hypothesis seeds a derandomized run
+    from that function's digest: without ``functools.wraps`` every property of a ``ci`` run
+    drew from one seed."""
+    from types import SimpleNamespace
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+    from hypothesis.internal.reflection import function_digest
+
+    from conformance.plugin import _count_examples
+
+    @given(st.integers())
+    def first(x: int) -> None:
+        assert x == x
+
+    @given(st.integers())
+    def second(x: int) -> None:
+        assert x + 0 == x
+
+    digests = {}
+    for test in (first, second):
+        own = function_digest(test.hypothesis.inner_test)
+        undo = _count_examples(SimpleNamespace(obj=test), SimpleNamespace(passed=0, failed=0))
+        digests[test.__name__] = function_digest(test.hypothesis.inner_test)
+        undo()
+        assert digests[test.__name__] == own
+    assert digests["first"] != digests["second"]
