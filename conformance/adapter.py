@@ -195,6 +195,11 @@ class KnownDeviation:
     applies: Callable[[Any, Any], bool] | None = None
     name: str = ""
     """A short name for reports (which deviation set a run aside); default: the reason's start."""
+    rare: bool = False
+    """Reached by chance only (a few programs in a hundred need a particular run of values):
+    its witnesses are non-strict xfails, so a run whose examples never reach it passes and the
+    report says the deviation was not reached, instead of calling it fixed. Where it is
+    reached it is checked as any other (a failure that does not match it still fails)."""
     diverges: Diverges | None = None
     """How the deviation shows (preferred over ``applies``): runs whose first divergence it
     matches are set aside in every other property, and a witness is an expected failure only

@@ -4,6 +4,7 @@ engine defined here, restricted with ``-k`` to the properties involved."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -102,6 +103,15 @@ class StaleDeviation(TorchEngine):
         KnownDeviation(property="sgd::test_no_such_property", reason="renamed long ago"),
         KnownDeviation(property="zero_grad::test_zero_grad_default_sets_none",
                        reason="fixed upstream since"),
+    )
+
+
+class RareUnreached(TorchEngine):
+    name = "rare-unreached"
+    known_deviations: ClassVar = (
+        *TorchEngine.known_deviations,
+        KnownDeviation(property="zero_grad::test_zero_grad_default_sets_none",
+                       reason="seen once in a while", rare=True),
     )
 
 
@@ -290,6 +300,27 @@ def test_stale_and_fixed_deviations_are_reported(engines: Path) -> None:
     assert "[XPASS(strict)] known deviation of stale: fixed upstream since" in out, out[-3000:]
     assert "stale known deviations" in out, out[-3000:]
     assert "sgd::test_no_such_property: matches no collected property" in out, out[-3000:]
+
+
+def test_a_rare_deviation_not_reached_passes_and_says_so(engines: Path, tmp_path: Path) -> None:
+    """A rare deviation's witness that never meets it passes (a non-strict xfail), where a
+    strict one would call the deviation fixed; the report's reason says it was not reached."""
+    result = _suite(engines, "RareUnreached", "test_zero_grad_default_sets_none",
+                    f"--junitxml={tmp_path / 'junit.xml'}")
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:]
+    assert "XPASS" in out, out[-3000:]
+    assert "XPASS(strict)" not in out, out[-3000:]
+    report = subprocess.run(
+        [sys.executable, "-m", "conformance", "deviating:RareUnreached", "--report", str(tmp_path),
+         "--", "-k", "test_zero_grad_default_sets_none"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(engines)})
+    assert report.returncode == 0, report.stdout[-3000:]
+    results = json.loads((tmp_path / "rare-unreached.json").read_text())["results"]
+    (witness,) = [r for r in results if r["name"] == "test_zero_grad_default_sets_none"]
+    assert witness["verdict"] == "pass", witness
+    assert witness["reason"].startswith("not reached in this run: known deviation"), witness
 
 
 def test_property_named_by_two_deviations_is_a_usage_error(engines: Path) -> None:

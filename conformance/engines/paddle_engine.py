@@ -683,7 +683,7 @@ except IndexError as error:
 )
 
 MIXED_DTYPE_OPTIMIZER = KnownDeviation(
-    property="sgd::test_steps_match_reference",
+    property="sgd::test_hyperparameter[nesterov]",
     reason=(
         "one optimizer keeps a single learning-rate tensor of its first param's dtype: with "
         "float32 and float64 params in one Momentum optimizer, step() raises ValueError "
@@ -1108,6 +1108,7 @@ print(p.grad.numpy())  # [nan]; torch: tensor([0.])
 """,
     name="abs's grad at NaN",
     applies=_abs_grad_at_nan,
+    rare=True,
 )
 
 ADAMW_FLOAT32_WEIGHT_DECAY = KnownDeviation(
@@ -1166,6 +1167,7 @@ print(run({"amsgrad": False}, amsgrad=True))  # -0.1976 (amsgrad); torch: -0.261
 """,
     name="a param group's amsgrad ignored",
     applies=_group_amsgrad_ignored,
+    rare=True,
 )
 
 STATE_DICT_NAMES = KnownDeviation(

@@ -73,7 +73,10 @@ def test_convention(engine, case, data):
         y = _leaf(data, engine, "p1", shape, dtype)
         params, operands = (x, y), (Ref("p0"), Ref("p1"))
     elif case == "pow_scalar_exponent":
-        op, operands = "pow", (Ref("p0"), data.draw(st.sampled_from(POW_EXPONENTS), label="e"))
+        # The exponents singular at a zero base first (Hypothesis favours early choices):
+        # they are where pow's conventions differ, at +0.0 and -0.0.
+        exponents = sorted(POW_EXPONENTS, key=lambda e: e == int(e) and e >= 0)
+        op, operands = "pow", (Ref("p0"), data.draw(st.sampled_from(exponents), label="e"))
     elif case == "pow_scalar_base":
         base = data.draw(st.sampled_from([0.0, 2.0, 0.5]), label="base")
         op, operands = "pow", (base, Ref("p0"))
