@@ -76,6 +76,9 @@ class OpDef:
     # False where the formulas read saved tensors only through comparisons (masks of maxima,
     # of clamp's range): torch's grads then carry no history under create_graph.
     grad_reads_values: bool = True
+    # Where the formulas return a constant for these attributes (pow's ``zeros_like`` at
+    # exponent 0): torch's grads then carry no history under create_graph, whatever flows in.
+    constant_grads: Callable[[dict[str, Any]], bool] | None = None
     saved_by_input: dict[str, tuple[str, ...]] = field(init=False)
     differentiable: tuple[bool, ...] = field(init=False)
     cast_mask: tuple[bool, ...] = field(init=False)
@@ -118,6 +121,8 @@ class OpDef:
                     return True
             return False
 
+        if self.constant_grads is not None and self.constant_grads(node.attrs):
+            return (False,) * len(node.next_nodes)
         if self.variadic:
             flag = incoming or reads_history(self.derivatives[self.inputs[0]])
             return (flag,) * len(node.next_nodes)
@@ -157,6 +162,7 @@ def _op(
     variadic: bool = False,
     casts_saved: bool = True,
     grad_reads_values: bool = True,
+    constant_grads: Callable[[dict[str, Any]], bool] | None = None,
     **derivatives: Callable[..., Any],
 ) -> OpDef:
     return OpDef(
@@ -171,6 +177,7 @@ def _op(
         variadic=variadic,
         casts_saved=casts_saved,
         grad_reads_values=grad_reads_values,
+        constant_grads=constant_grads,
     )
 
 
@@ -661,7 +668,8 @@ OPS: dict[str, OpDef] = {
         exponent=_pow_backward_exponent,
     ),
     "pow_scalar_exponent": _op(  # tensor ** number
-        "PowBackward0", _numerics.pow_scalar, self=_pow_backward
+        "PowBackward0", _numerics.pow_scalar, self=_pow_backward,
+        constant_grads=lambda attrs: attrs["exponent"] == 0,
     ),
     "pow_scalar_base": _op(  # number ** tensor
         "PowBackward2",

@@ -366,6 +366,9 @@ CREATE_GRAPH_CASES = [
     ("nn.Linear then mse_loss: w, b params",
      lambda tl, x, w, b, y: tl.nn.functional.mse_loss(tl.nn.functional.linear(x, w, b), y[:, :2]),
      "wb", "wb"),
+    ("(x + 1) ** 2.0", lambda tl, x: (x + 1.0) ** 2.0, "x", "x"),
+    # pow's backward at exponent 0 is zeros_like(self): a constant, with no history
+    ("(x + 1) ** 0.0", lambda tl, x: (x + 1.0) ** 0.0, "x", ""),
 ]  # fmt: skip
 
 
