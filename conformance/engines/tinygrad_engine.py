@@ -442,10 +442,9 @@ print(y.grad.numpy())   # [0.5 0.5 0. ]; torch y.min(dim=0).values.backward(): [
 )
 
 POW_AT_NEGATIVE_ZERO = KnownDeviation(
-    property=(
-        "conventions::test_convention[pow_scalar_exponent]",
-        "conventions::test_convention[pow]",
-    ),
+    # The tensor-exponent case reaches it too, less often (a -0.0 base and a -1 exponent
+    # drawn together): there ``applies`` sets such runs aside.
+    property="conventions::test_convention[pow_scalar_exponent]",
     reason=(
         "pow's gradients at a base of -0.0 differ from torch's: d(x ** 0.5)/dx is NaN (torch: "
         "-inf), and d(x ** e)/de for e = -1 is -inf (torch: +inf = (x ** e) * log(x)); at +0.0 "
