@@ -622,9 +622,16 @@ def forwards(
     glue = ALL_OPS if available is None else frozenset(available)
     builder = _Builder(draw, loss, inputs, op_names, dtype_list, masks, glue)
     if op_names:
-        for _ in range(integer(draw, min_ops, max_ops)):
-            op = choose(draw, op_names)
+        # A list, not a count and a loop: Hypothesis's lists run long (most graphs get near
+        # max_ops ops, which is what makes saved tensors, views and ties common) and shrink
+        # by deleting ops anywhere.
+        for index in draw(_op_indices(len(op_names), min_ops, max_ops)):
+            op = op_names[index]
             builder.grow(op)
     result = builder.finish_scalar() if scalar else builder.finish_tensor()
     return GraphInfo(Forward(loss, tuple(builder.nodes)), result.shape, result.dtype)
 
+
+@functools.cache
+def _op_indices(count: int, min_ops: int, max_ops: int) -> st.SearchStrategy[list[int]]:
+    return st.lists(st.integers(0, count - 1), min_size=min_ops, max_size=max_ops)
