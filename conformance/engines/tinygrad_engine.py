@@ -149,6 +149,9 @@ ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
     # forwards are always well-shaped, so only a wrong `gradient` can raise them.
     (AssertionError, "grad shape must match tensor shape", ErrorKind.GRADIENT_SHAPE),
     (RuntimeError, "cannot broadcast", ErrorKind.GRADIENT_SHAPE),
+    # Tensor._broadcast_to's "cannot broadcast (3, 2) to new_shape=(3, 2, 3)" (its other
+    # ValueError, "cannot broadcast tensor to fewer dimensions", is the 0-d step's finding)
+    (ValueError, "cannot broadcast (", ErrorKind.GRADIENT_SHAPE),
     (ValueError, "size mismatch, can't reshape", ErrorKind.GRADIENT_SHAPE),
     (IndexError, "objects cannot be broadcast to a single shape", ErrorKind.GRADIENT_SHAPE),
     # Tensor._getitem on an int index past the end (integer lists are not checked: a finding)
