@@ -43,7 +43,6 @@ def measure(root: Path, examples: int) -> dict[str, Any]:
     """Draw ``examples`` values from each strategy of the ``conformance`` package at ``root``."""
     sys.path.insert(0, str(root))
     import numpy as np
-    from hypothesis import HealthCheck, given, settings
     from hypothesis.internal.conjecture import data as conjecture
 
     from conformance import strategies as cs
@@ -72,13 +71,7 @@ def measure(root: Path, examples: int) -> dict[str, Any]:
     for name, strategy in strategies.items():
         drawn: list[Any] = []
         choices.clear()
-
-        @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(strategy)
-        def collect(value: Any, drawn: list[Any] = drawn) -> None:
-            drawn.append(value)
-
+        collect = _collector(drawn, strategy, examples)
         started = time.perf_counter()
         collect()
         seconds = time.perf_counter() - started
@@ -88,6 +81,19 @@ def measure(root: Path, examples: int) -> dict[str, Any]:
                          "choices": statistics.mean(choices) if choices else 0.0,
                          "coverage": coverage(drawn, Forward, Backward, MakeOptimizer, ZeroGrad)}
     return results
+
+
+def _collector(drawn: list[Any], strategy: Any, examples: int) -> Any:
+    """A derandomized test that appends each value drawn from ``strategy`` to ``drawn``."""
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(value: Any) -> None:
+        drawn.append(value)
+
+    return collect
 
 
 def _as_program(forward: Any, params: Any) -> Any:
