@@ -283,9 +283,12 @@ def test_fuzz_keeps_failures_in_a_local_directory_by_default(tmp_path: Path) -> 
 def test_budget_bounds_the_run(redis_server: RedisServer, tmp_path: Path) -> None:
     """A conforming engine on two properties for 8 s: the run takes about that long, and the
     properties share it (each runs more than its first MIN_EXAMPLES examples)."""
+    # As if run from inside a pytest-xdist worker (as CI runs this test): that worker's
+    # variables must not make the run believe it is one of two workers sharing the budget.
     status, output = _run("reference", "--profile", "fuzz", "--database", redis_server.url,
                           "--budget", "8s", "--report", str(tmp_path), "--",
-                          "-k", "test_losses_accumulate or test_backward_with_gradient")
+                          "-k", "test_losses_accumulate or test_backward_with_gradient",
+                          PYTEST_XDIST_WORKER="gw1", PYTEST_XDIST_WORKER_COUNT="2")
     assert status == 0, output
     report = json.loads((tmp_path / "reference.json").read_text())
     durations = {r["id"]: r["duration_s"] for r in report["results"]}
