@@ -20,7 +20,6 @@ fuzzing")::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -103,11 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
     args = _parser().parse_args(argv)
-    # Called from inside a pytest-xdist worker (a test suite that runs this CLI), the
-    # environment holds that worker's variables; they describe the outer run, not this one
-    # (whose own workers, with -n, get theirs from xdist).
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        os.environ.pop(name, None)
     try:
         engine = load_engine(args.engine)
     except UnknownEngine as exc:

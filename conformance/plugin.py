@@ -246,7 +246,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
     except errors as exc:
         location = database.location if database is not None else ""
         message = f"the example database {location} failed during {pid}: {exc}"
-        if "PYTEST_XDIST_WORKER" in os.environ:
+        if _xdist_workers(pyfuncitem.config) is not None:
             # xdist stops the session on a worker's shouldstop; a worker that exits "crashed".
             pyfuncitem.session.shouldstop = message
             raise
@@ -394,8 +394,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if budget is not None:
         runnable = [item for item in session.items
                     if property_id(item) and item.get_closest_marker("skip") is None]
-        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-        budget.expect(len(runnable), workers=workers)
+        budget.expect(len(runnable), workers=_xdist_workers(session.config) or 1)
+
+
+def _xdist_workers(config: pytest.Config) -> int | None:
+    """The number of pytest-xdist workers when this process is one of them, else None. Read
+    from the worker's config (``workerinput``), not from ``PYTEST_XDIST_WORKER*``: those
+    variables leak into subprocesses, so a run started from a test under ``-n`` would take
+    itself for a worker."""
+    workerinput = getattr(config, "workerinput", None)
+    return None if workerinput is None else int(workerinput["workercount"])
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

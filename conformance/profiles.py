@@ -90,7 +90,7 @@ class Budget:
 
     A property gets the time left divided by the properties left: one that fails early
     leaves its time to the rest. Under xdist every worker holds the whole budget and expects
-    an even part of the properties (``PYTEST_XDIST_WORKER_COUNT``), since the workers run side
+    an even part of the properties (xdist's ``workercount``), since the workers run side
     by side. A property spends its share in :meth:`runs`.
     """
 
