@@ -53,12 +53,6 @@ CLAMP_BOUNDS = ({"min": 0.0}, {"min": -1.0, "max": 1.0}, {"max": 0.5}, {"min": -
 BARE_INDEX_FORMS = ("int", "slice", "ellipsis", "none", "list", "tensor", "mask")
 
 
-@st.composite
-def indices(draw: Draw, shape: Shape, *, masks: bool = True) -> Any:
-    """:func:`draw_index` as a strategy."""
-    return draw_index(draw, shape, masks=masks)
-
-
 def draw_index(draw: Draw, shape: Shape, *, masks: bool = True) -> Any:
     """Indices for a tensor of ``shape`` (``ndim >= 1``) that torch and NumPy agree on, in every
     form a user writes between the brackets (``conformance.ops.Index``): a bare int (negative
@@ -94,6 +88,10 @@ def draw_index(draw: Draw, shape: Shape, *, masks: bool = True) -> Any:
     if advanced and parts[0] is not None and integer(draw, 0, 5) == 0:
         parts = (None, *parts)  # x[None, [0, 1]]: where engines misplace the new dim
     return parts
+
+
+indices = st.composite(draw_index)
+""":func:`draw_index` as a strategy."""
 
 
 @functools.cache

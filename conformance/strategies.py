@@ -55,8 +55,7 @@ def _check_range(name: str, low: int, high: int) -> None:
         raise InvalidArgument(f"need 0 <= min_{name} <= max_{name}, got {low} and {high}")
 
 
-@st.composite
-def params(
+def draw_params(
     draw: Draw,
     capabilities: Capabilities,
     *,
@@ -67,20 +66,6 @@ def params(
 ) -> tuple[Param, ...]:
     """Params ``p0, p1, ...`` of drawn shapes and supported dtypes with edge-rich values
     (``positive``: in [0.5, 4], for an op with a singular point tested alone)."""
-    return draw_params(draw, capabilities, min_size=min_size, max_size=max_size, shapes=shapes,
-                       positive=positive)
-
-
-def draw_params(
-    draw: Draw,
-    capabilities: Capabilities,
-    *,
-    min_size: int = 1,
-    max_size: int = 4,
-    shapes: Sequence[tuple[int, ...]] = SHAPES,
-    positive: bool = False,
-) -> tuple[Param, ...]:
-    """:func:`params`'s draw, made inside the caller's own (no strategy built per call)."""
     _check_range("size", min_size, max_size)
     dtypes = capabilities.dtypes
     if not dtypes:
@@ -98,6 +83,10 @@ def draw_params(
     return tuple(drawn)
 
 
+params = st.composite(draw_params)
+""":func:`draw_params` as a strategy (the plain function draws inside a caller's own draw)."""
+
+
 SGD_DEFAULTS: dict[str, Any] = {"lr": 0.001, "momentum": 0.0, "dampening": 0.0,
                                 "weight_decay": 0.0, "nesterov": False, "maximize": False}
 """torch.optim.SGD's defaults (torch-semantics §9): what a hyperparameter no one passes is."""
@@ -113,8 +102,7 @@ BETA2 = Scalars((0.999, 0.9, 0.0), 0.0, 0.9999, floats=3)
 EPSILONS = (1e-8, 1e-6, 0.1, 1.0, 0.0)
 
 
-@st.composite
-def hyperparameters(
+def draw_hyperparameters(
     draw: Draw, capabilities: Capabilities, *, kind: str = "sgd",
     inherited: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -123,14 +111,6 @@ def hyperparameters(
     now and then every one. ``inherited`` is what a param group falls back on (the
     constructor's arguments over the optimizer's defaults), so SGD's nesterov is drawn only
     where the values in effect make it valid."""
-    return draw_hyperparameters(draw, capabilities, kind=kind, inherited=inherited)
-
-
-def draw_hyperparameters(
-    draw: Draw, capabilities: Capabilities, *, kind: str = "sgd",
-    inherited: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """:func:`hyperparameters`'s draw, made inside the caller's own (no strategy built per call)."""
     if kind not in OPTIMIZER_HYPERPARAMETERS:
         raise InvalidArgument(f"unknown optimizer kind {kind!r}; known: "
                               f"{', '.join(OPTIMIZER_HYPERPARAMETERS)}")
@@ -173,6 +153,10 @@ def draw_hyperparameters(
     return drawn
 
 
+hyperparameters = st.composite(draw_hyperparameters)
+""":func:`draw_hyperparameters` as a strategy (the plain function draws inside a caller's own draw)."""
+
+
 @st.composite
 def invalid_hyperparameters(
     draw: Draw, capabilities: Capabilities, *, kind: str = "sgd"
@@ -201,8 +185,7 @@ def invalid_hyperparameters(
     return drawn
 
 
-@st.composite
-def optimizers(
+def draw_optimizer(
     draw: Draw, capabilities: Capabilities, names: Sequence[str], *,
     kinds: Sequence[str] | None = None, max_groups: int = 2,
 ) -> MakeOptimizer:
@@ -210,14 +193,6 @@ def optimizers(
     ``names``, split into groups that override any subset of its hyperparameters (often
     none) and inherit the rest. Sometimes a param is left out of the optimizer (zero_grad and
     step must not touch it; ``add_param_group`` may add it later)."""
-    return draw_optimizer(draw, capabilities, names, kinds=kinds, max_groups=max_groups)
-
-
-def draw_optimizer(
-    draw: Draw, capabilities: Capabilities, names: Sequence[str], *,
-    kinds: Sequence[str] | None = None, max_groups: int = 2,
-) -> MakeOptimizer:
-    """:func:`optimizers`'s draw, made inside the caller's own (no strategy built per call)."""
     available = [kind for kind in (kinds or OPTIMIZERS) if kind in capabilities.optimizers]
     if not available:
         raise InvalidArgument(f"the engine has none of the optimizers {list(kinds or OPTIMIZERS)}")
@@ -237,6 +212,10 @@ def draw_optimizer(
             overrides = draw_hyperparameters(draw, capabilities, kind=kind, inherited=defaults)
         groups.append(Group(tuple(held[start:stop]), overrides))
     return MakeOptimizer(tuple(groups), defaults, kind)
+
+
+optimizers = st.composite(draw_optimizer)
+""":func:`draw_optimizer` as a strategy (the plain function draws inside a caller's own draw)."""
 
 
 @functools.cache
@@ -359,20 +338,12 @@ def programs(
     return Program(drawn_params, tuple(instructions))
 
 
-@st.composite
-def backward_calls(
+def draw_backward(
     draw: Draw, capabilities: Capabilities, loss: str, *, retain_graph: bool | None = OMITTED
 ) -> Backward:
     """``loss.backward(...)`` as users write it: ``retain_graph`` left out about half the time,
     else True, False or None; ``create_graph=True`` sometimes, where the engine supports it.
     A given ``retain_graph`` is passed as it is (``OMITTED``: drawn)."""
-    return draw_backward(draw, capabilities, loss, retain_graph=retain_graph)
-
-
-def draw_backward(
-    draw: Draw, capabilities: Capabilities, loss: str, *, retain_graph: bool | None = OMITTED
-) -> Backward:
-    """:func:`backward_calls`'s draw, made inside the caller's own (no strategy built per call)."""
     if retain_graph is OMITTED and boolean(draw):
         retain_graph = choose(draw, [True, False, None])
     create = OMITTED
@@ -381,18 +352,20 @@ def draw_backward(
     return Backward(loss, retain_graph=retain_graph, create_graph=create)
 
 
-@st.composite
-def zero_grad_calls(draw: Draw, capabilities: Capabilities) -> ZeroGrad:
-    """``opt.zero_grad()`` about half the time, else ``set_to_none=True`` or ``False`` (where
-    the engine supports it)."""
-    return draw_zero_grad(draw, capabilities)
+backward_calls = st.composite(draw_backward)
+""":func:`draw_backward` as a strategy (the plain function draws inside a caller's own draw)."""
 
 
 def draw_zero_grad(draw: Draw, capabilities: Capabilities) -> ZeroGrad:
-    """:func:`zero_grad_calls`'s draw, made inside the caller's own (no strategy built per call)."""
+    """``opt.zero_grad()`` about half the time, else ``set_to_none=True`` or ``False`` (where
+    the engine supports it)."""
     if not boolean(draw):
         return ZeroGrad()
     return ZeroGrad(choose(draw, [True, False] if capabilities.supports("zero_grad_keep") else [True]))
+
+
+zero_grad_calls = st.composite(draw_zero_grad)
+""":func:`draw_zero_grad` as a strategy (the plain function draws inside a caller's own draw)."""
 
 
 def update_forms(capabilities: Capabilities) -> list[str]:
@@ -405,35 +378,30 @@ def update_forms(capabilities: Capabilities) -> list[str]:
     return forms
 
 
-@st.composite
-def updates(draw: Draw, capabilities: Capabilities, param: str, *,
+def draw_update(draw: Draw, capabilities: Capabilities, param: str, *,
             forms: Sequence[str] | None = None) -> Update:
     """A user's in-place update of ``param`` in a drawn supported form (or one of ``forms``):
     a learning rate for the ``-=``-like forms, a decay factor for ``mul_``."""
-    return draw_update(draw, capabilities, param, forms=forms)
-
-
-def draw_update(draw: Draw, capabilities: Capabilities, param: str, *,
-            forms: Sequence[str] | None = None) -> Update:
-    """:func:`updates`'s draw, made inside the caller's own (no strategy built per call)."""
     form = choose(draw, list(forms or update_forms(capabilities)))
     scalar = choose(draw, [0.9, 0.5, 0.0]) if form == "mul_" else LEARNING_RATES(draw)
     return Update(param, form, scalar)
 
 
-@st.composite
-def grad_edits(draw: Draw, param: str) -> EditGrad:
-    """A user's in-place edit of ``param.grad``: ``zero_()``, ``mul_(s)`` or ``div_(s)``."""
-    return draw_grad_edit(draw, param)
+updates = st.composite(draw_update)
+""":func:`draw_update` as a strategy (the plain function draws inside a caller's own draw)."""
 
 
 def draw_grad_edit(draw: Draw, param: str) -> EditGrad:
-    """:func:`grad_edits`'s draw, made inside the caller's own (no strategy built per call)."""
+    """A user's in-place edit of ``param.grad``: ``zero_()``, ``mul_(s)`` or ``div_(s)``."""
     form = choose(draw, list(GRAD_EDIT_FORMS))
     if form == "zero_":
         return EditGrad(param, form)
     scalar = choose(draw, [0.5, 2.0, 0.0] if form == "mul_" else [2.0, 4.0, 3.0])
     return EditGrad(param, form, scalar)
+
+
+grad_edits = st.composite(draw_grad_edit)
+""":func:`draw_grad_edit` as a strategy (the plain function draws inside a caller's own draw)."""
 
 
 @st.composite
