@@ -2,30 +2,44 @@
 
 The engines this suite tests are native code: a wrong index ends in a segmentation fault, an
 ``abort()``, an ``exit()`` or a hang, not in a Python exception. So the engine under test runs
-in a *persistent worker process*, one per engine and session, fed one program at a time over a
-pipe; the reference, Hypothesis and the comparisons stay in the main process, so shrinking
-works as before. When the worker dies or a program exceeds its time limit the program fails
-with :class:`WorkerCrash` (an :class:`~conformance.errors.EngineCrash`, with the signal, the
-exit status or "timed out after N s"), and a fresh worker is started for the next program.
+in a *persistent worker process*, one per engine and session, fed one program at a time; the
+reference, Hypothesis and the comparisons stay in the main process, so shrinking works as
+before. When the worker dies or a program exceeds its time limit the program fails with
+:class:`WorkerCrash` (an :class:`~conformance.errors.EngineCrash`, with the signal, the exit
+status or "timed out after N s"), and a fresh worker takes over for the next program.
 
-Why a hand-rolled persistent worker rather than a library:
+Fresh workers are *forked* from a loader process that imported the engine once (a fork
+server, as ``multiprocessing``'s ``forkserver`` and torch's DataLoader workers do): shrinking a
+crash runs hundreds of crashing candidates, and a worker that had to import torch again for
+each would spend seconds per candidate where a fork takes milliseconds. So there are two
+processes behind a :class:`Worker`:
+
+- the **loader**, started with ``python -m conformance.isolation``: it imports and builds the
+  engine from the spec the plugin was given (``--engine``, with the main process's
+  ``sys.path``; the engine is never pickled), then only forks workers and reports how each
+  ended. It runs no program, so it never crashes with one;
+- the **worker**, a fork of the loader: it runs :func:`conformance.interpret.run` on each
+  program it is sent and sends each :class:`~conformance.interpret.Observation` as it is made
+  (pickled, whatever its fields), so a crash still leaves the trace up to the crashing
+  instruction: a known deviation's ``applies(program, trace)`` scopes a crash exactly as it
+  scopes a Python exception.
+
+Each talks to the main process over its own Unix socket: the worker's socket is created by the
+main process and handed to the loader with the request to fork (``SCM_RIGHTS``), so a worker
+that dies mid-message leaves nothing behind for the next one to misread. ``faulthandler``
+writes the Python stack of a crash (and, at a time-out, of the hang) to the processes' shared
+stderr file, which the failure message quotes. POSIX only (fork, signals, Unix sockets).
+
+Why hand-rolled rather than a library:
 
 - ``concurrent.futures.ProcessPoolExecutor`` cannot stop a running task: a hang would hold the
   pool until the session ends, and a dead worker breaks the whole pool (``BrokenProcessPool``,
   with no signal number); ``multiprocessing.Pool`` loses tasks silently when a worker dies;
 - pytest-xdist restarts a worker per *test*, not per program: the whole property, Hypothesis
   and its shrinking die with the engine, so no minimal crashing program is found;
-- a plain ``multiprocessing.Process`` with a pipe would do, but ``spawn`` re-imports pytest's
-  ``__main__`` in the child; ``subprocess`` with pickled frames on stdin/stdout is the same
-  thing with nothing hidden, and gives the exit status and signal directly.
-
-The worker loads the engine from the spec the plugin was given (``--engine``), with the main
-process's ``sys.path``, never by pickling the engine. It runs
-:func:`conformance.interpret.run` and sends each :class:`~conformance.interpret.Observation`
-as it is made (pickled, whatever its fields), so a crash still leaves the trace up to the
-crashing instruction: a known deviation's ``applies(program, trace)`` scopes a crash exactly
-as it scopes a Python exception. ``faulthandler`` writes the Python stack of a crash (and, at a
-time-out, of the hang) to the worker's stderr, which the failure message quotes.
+- ``multiprocessing``'s ``forkserver`` re-imports pytest's ``__main__`` in the server and
+  gives no exit status for a process that died mid-task; the loader here is the same idea in
+  a hundred lines with nothing hidden.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ import os
 import pickle
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -51,7 +66,10 @@ DEFAULT_TIMEOUT_S = 60.0
 first use and, as ``DEV=PYTHON`` on a loaded machine, takes seconds at most."""
 
 STARTUP_TIMEOUT_S = 300.0
-"""How long a fresh worker may take to import and build the engine (not counted per program)."""
+"""How long the loader may take to import and build the engine (not counted per program)."""
+
+HANG_STACK_WAIT_S = 0.5
+"""At a time-out, how long the hung worker gets to write its stack before it is killed."""
 
 _HEADER = struct.Struct("!Q")
 _STDERR_TAIL = 3000
@@ -84,11 +102,59 @@ def describe_exit(returncode: int) -> str:
     return f"exit status {returncode}"
 
 
+class _Channel:
+    """Pickled messages, each framed by its length, over one end of a Unix socket; the
+    request to fork a worker carries that worker's socket along (``SCM_RIGHTS``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.fds: list[int] = []
+
+    def send(self, message: Any, fds: tuple[int, ...] = ()) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = _HEADER.pack(len(data)) + data
+        try:
+            sent = socket.send_fds(self.sock, [frame], list(fds)) if fds else 0
+            self.sock.sendall(frame[sent:])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the other side died; reading says how
+
+    def receive(self, deadline: float | None = None) -> Any | None:
+        """The next message, or None at end of file (the other side died or closed) or when
+        ``deadline`` (a ``time.monotonic()`` value) passed."""
+        while True:
+            if len(self.buffer) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(self.buffer)
+                if len(self.buffer) >= _HEADER.size + size:
+                    data = self.buffer[_HEADER.size:_HEADER.size + size]
+                    self.buffer = self.buffer[_HEADER.size + size:]
+                    return pickle.loads(data)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                    return None
+            try:
+                chunk, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 4)
+            except ConnectionResetError:
+                chunk, fds = b"", []
+            self.fds.extend(fds)
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+
 # --- the main process's side --------------------------------------------------------------------
 
 
 class Worker:
-    """One engine's worker process, restarted after each crash.
+    """One engine's worker process, replaced after each crash by a fresh fork of its loader.
 
     ``run(program)`` returns the engine's trace, raises :class:`EngineCrash` as
     :func:`conformance.interpret.run` does for an unclassified exception, :class:`WorkerCrash`
@@ -101,56 +167,66 @@ class Worker:
         self.spec = spec
         self.timeout_s = timeout_s
         self.engine_name = engine_name or spec
-        self.process: subprocess.Popen[bytes] | None = None
+        self.loader: subprocess.Popen[bytes] | None = None
+        self.control: _Channel | None = None  # to the loader
+        self.channel: _Channel | None = None  # to the worker, once forked
         self.stderr: IO[bytes] | None = None
-        self._buffer = b""
-        self._ready = False
+        self._loaded = False
+        self._worker_pid: int | None = None
         self.restarts = 0
 
     # lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start a worker unless one is alive: it loads the engine while the caller goes on."""
-        if self.process is not None:
+        """Start the loader unless it is alive: it loads the engine while the caller goes on."""
+        if self.loader is not None:
             return
         self.stderr = tempfile.TemporaryFile(prefix="conformance-worker-")  # noqa: SIM115 (closed in close())
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "conformance.isolation"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            start_new_session=True,  # a terminal's Ctrl-C reaches the main process only
-        )
-        self._buffer = b""
-        self._ready = False
-        self._send(("load", self.spec, list(sys.path)))
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.loader = subprocess.Popen(
+                [sys.executable, "-m", "conformance.isolation", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr,
+                pass_fds=[theirs.fileno()],
+                start_new_session=True,  # a terminal's Ctrl-C reaches the main process only
+            )
+        self.control = _Channel(ours)
+        self._loaded = False
+        self.control.send(("load", self.spec, list(sys.path)))
 
     def close(self) -> None:
-        """Kill the worker (if any) and wait for it: no process outlives this call."""
-        process, self.process = self.process, None
-        if process is not None:
-            for stream in (process.stdin, process.stdout):
-                with contextlib.suppress(OSError):
-                    stream.close()  # type: ignore[union-attr]
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-            process.wait()
+        """Kill the worker and its loader (if any) and wait for them: no process outlives
+        this call."""
+        self._kill_worker()
+        loader, self.loader = self.loader, None
+        if loader is not None and not self._loaded:
+            loader.kill()  # still importing the engine: nothing of it to keep
+        if self.control is not None:
+            self.control.close()  # the loader reaps what is left and exits
+            self.control = None
+        if loader is not None:
+            try:
+                loader.wait(5)
+            except subprocess.TimeoutExpired:
+                loader.kill()
+                loader.wait()
         if self.stderr is not None:
             self.stderr.close()
             self.stderr = None
 
     @property
     def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
+        """The process that runs the programs (None before the first program)."""
+        return self._worker_pid
 
     # running -------------------------------------------------------------------------------
     def run(self, program: Any) -> list[Any]:
         __tracebackhide__ = True  # a failure shows the property, not this module's plumbing
         self.start()
         try:
-            if not self._ready:
-                self._await_ready()
+            channel = self._fork_worker()
             stderr_offset = self._stderr_size()
-            self._send(("run", program))
-            reply = self._collect(program, stderr_offset)
+            channel.send(("run", program))
+            reply = self._collect(channel, program, stderr_offset)
         except (WorkerCrash, WorkerError):
             raise
         except BaseException:
@@ -161,27 +237,49 @@ class Worker:
             raise reply
         return reply
 
-    def _await_ready(self) -> None:
-        message = self._receive(time.monotonic() + STARTUP_TIMEOUT_S)
+    def _fork_worker(self) -> _Channel:
+        """The live worker's channel, after asking the loader for a fork if there is none."""
+        if self.channel is not None:
+            return self.channel
+        assert self.control is not None
+        if not self._loaded:
+            self._await_loaded()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.control.send(("fork",), fds=(theirs.fileno(),))
+        reply = self.control.receive(time.monotonic() + STARTUP_TIMEOUT_S)
+        if reply is None or reply[0] != "forked":
+            ours.close()
+            raise WorkerError(f"the loader of engine {self.spec!r} stopped forking workers "
+                              f"({self._reap_loader()}):\n{self._stderr_tail(0)}")
+        self._worker_pid = reply[1]
+        self.channel = _Channel(ours)
+        return self.channel
+
+    def _await_loaded(self) -> None:
+        assert self.control is not None
+        message = self.control.receive(time.monotonic() + STARTUP_TIMEOUT_S)
         if message is None or message[0] != "ready":
             tail = self._stderr_tail(0)
-            died = self._reap()
+            died = self._reap_loader()
             if message is not None and message[0] == "error":
                 raise WorkerError(f"the worker could not load engine {self.spec!r}: "
                                   f"{message[1]}") from None
             raise WorkerError(f"the worker for engine {self.spec!r} did not start ({died}):\n"
                               f"{tail}")
-        self._ready = True
+        self._loaded = True
 
-    def _collect(self, program: Any, stderr_offset: int) -> list[Any] | BaseException:
+    def _collect(self, channel: _Channel, program: Any,
+                 stderr_offset: int) -> list[Any] | BaseException:
         """The trace, or the exception the run raised in the worker (to raise in ``run``)."""
         __tracebackhide__ = True
         deadline = time.monotonic() + self.timeout_s
         trace: list[Any] = []
         while True:
-            message = self._receive(deadline)
+            message = channel.receive(deadline)
             if message is None:
-                raise self._crashed(program, trace, stderr_offset, timed_out=deadline)
+                raise self._crashed(program, trace, stderr_offset,
+                                    timed_out=time.monotonic() >= deadline)
             kind = message[0]
             if kind == "obs":
                 trace.append(message[1])
@@ -195,24 +293,18 @@ class Worker:
                 raise WorkerError(f"unexpected message from the worker: {kind!r}")
 
     def _crashed(self, program: Any, trace: list[Any], stderr_offset: int,
-                 timed_out: float) -> WorkerCrash:
+                 timed_out: bool) -> WorkerCrash:
         from conformance.program import describe
 
-        assert self.process is not None
-        if self.process.poll() is None and time.monotonic() >= timed_out:
+        if timed_out:
             how = f"timed out after {self.timeout_s:g} s"
-            # faulthandler dumps the hung stack on SIGUSR1; give it a moment, then kill.
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGUSR1)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(0.5)
-        else:
-            self.process.wait()
-            how = describe_exit(self.process.returncode)
+            self._dump_hung_stack()
+        returncode = self._kill_worker()
+        if not timed_out:
+            how = ("died with its loader" if returncode is None  # the loader was killed
+                   else describe_exit(returncode))
         tail = self._stderr_tail(stderr_offset)
-        self.close()
         self.restarts += 1
-        self.start()  # the next worker loads the engine while the main process shrinks
         index = len(trace)
         instructions = program.instructions
         if 0 < index <= len(instructions):
@@ -227,49 +319,51 @@ class Worker:
                    + program.to_script(guarded=[index] if index else []))
         return WorkerCrash(message, trace=trace, how=how)
 
-    def _reap(self) -> str:
-        if self.process is None:
+    def _dump_hung_stack(self) -> None:
+        """Ask the hung worker for its stack (faulthandler, on SIGUSR1) and give it until its
+        stderr stops growing, at most ``HANG_STACK_WAIT_S``."""
+        assert self._worker_pid is not None
+        before = self._stderr_size()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._worker_pid, signal.SIGUSR1)
+        deadline = time.monotonic() + HANG_STACK_WAIT_S
+        size = before
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            grown, size = size, self._stderr_size()
+            if size > before and grown == size:
+                return
+
+    def _kill_worker(self) -> int | None:
+        """Kill the worker (it may be dead already) and return its exit status, as
+        ``Popen.returncode`` gives it, from the loader that reaps it; None without one."""
+        pid, self._worker_pid = self._worker_pid, None
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if pid is None:
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # not reaped yet, so the pid is still the worker's
+        if self.control is None:
+            return None
+        self.control.send(("reap", pid))
+        reply = self.control.receive(time.monotonic() + STARTUP_TIMEOUT_S)
+        if reply is None:
+            self._reap_loader()
+            return None
+        return int(reply[1])
+
+    def _reap_loader(self) -> str:
+        loader = self.loader
+        if loader is None:
             return "not started"
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        how = describe_exit(self.process.returncode)
+        if loader.poll() is None:
+            loader.kill()
+        loader.wait()
+        how = describe_exit(loader.returncode)
         self.close()
         return how
-
-    # framing -------------------------------------------------------------------------------
-    def _send(self, message: Any) -> None:
-        assert self.process is not None
-        assert self.process.stdin is not None
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            self.process.stdin.write(_HEADER.pack(len(data)) + data)
-            self.process.stdin.flush()
-        except BrokenPipeError:
-            pass  # it died; reading says how
-
-    def _receive(self, deadline: float) -> Any | None:
-        """The next message, or None when the worker died or the deadline passed."""
-        assert self.process is not None
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        while True:
-            if len(self._buffer) >= _HEADER.size:
-                (size,) = _HEADER.unpack_from(self._buffer)
-                if len(self._buffer) >= _HEADER.size + size:
-                    data = self._buffer[_HEADER.size:_HEADER.size + size]
-                    self._buffer = self._buffer[_HEADER.size + size:]
-                    return pickle.loads(data)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            readable, _, _ = select.select([fd], [], [], left)
-            if not readable:
-                return None
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                return None  # end of file: the worker died
-            self._buffer += chunk
 
     def _stderr_size(self) -> int:
         assert self.stderr is not None
@@ -312,11 +406,12 @@ def close_all() -> None:
     _WORKERS.clear()
 
 
-# --- the worker's side --------------------------------------------------------------------------
+# --- the loader's and the worker's side --------------------------------------------------------
 
 
 def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when the main process dies, even by SIGKILL."""
+    """Linux: the kernel kills this process when its parent dies, even by SIGKILL (the
+    loader's parent is the main process; a worker's is the loader)."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(Exception):
@@ -329,66 +424,78 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _worker_main() -> None:
+def _loader_main(control_fd: int) -> None:
     _die_with_parent()
     with contextlib.suppress(ImportError, ValueError, OSError):
         import resource  # no core files: shrinking a crash crashes the worker again and again
 
         resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
-    requests = os.fdopen(0, "rb", buffering=0)
-    replies = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)  # what the engine prints goes to stderr, never into the protocol
     faulthandler.enable(file=sys.stderr)
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
-
-    def read_exactly(size: int) -> bytes | None:
-        data = b""
-        while len(data) < size:
-            chunk = requests.read(size - len(data))
-            if not chunk:
-                return None
-            data += chunk
-        return data
-
-    def send(message: Any) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        replies.write(_HEADER.pack(len(data)) + data)
-
-    def receive() -> Any | None:
-        header = read_exactly(_HEADER.size)
-        if header is None:
-            return None
-        data = read_exactly(_HEADER.unpack(header)[0])
-        return None if data is None else pickle.loads(data)
-
-    first = receive()
+    control = _Channel(socket.socket(fileno=control_fd))
+    first = control.receive()
     if first is None:
         return
     _, spec, path = first
     sys.path[:] = path
     try:
+        from conformance import interpret  # noqa: F401 (imported once, for every worker)
         from conformance.engines import load_engine
 
         engine = load_engine(spec)
     except Exception as exc:
-        send(("error", f"{type(exc).__name__}: {exc}"))
+        control.send(("error", f"{type(exc).__name__}: {exc}"))
         return
+    control.send(("ready",))
+    workers: set[int] = set()
+    while (request := control.receive()) is not None:
+        if request[0] == "fork":
+            (fd,) = control.fds
+            control.fds.clear()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                status = 1
+                try:
+                    control.sock.close()
+                    _die_with_parent()
+                    _serve(engine, _Channel(socket.socket(fileno=fd)))
+                    status = 0
+                finally:
+                    os._exit(status)  # never back into the loader's loop
+            os.close(fd)
+            workers.add(pid)
+            control.send(("forked", pid))
+        elif request[0] == "reap":
+            _, status = os.waitpid(request[1], 0)
+            workers.discard(request[1])
+            control.send(("reaped", os.waitstatus_to_exitcode(status)))
+    for pid in workers:  # the main process closed the channel: nothing outlives the loader
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _serve(engine: Any, channel: _Channel) -> None:
+    """A forked worker's loop: run each program sent until the main process closes the
+    socket."""
     from conformance import interpret
 
-    send(("ready",))
-    while (request := receive()) is not None:
+    while (request := channel.receive()) is not None:
         program = request[1]
         try:
             # Each observation goes out as it is made, so a crash leaves the trace up to the
             # crashing instruction.
-            interpret.run(engine, program, on_observation=lambda o: send(("obs", o)))
+            interpret.run(engine, program, on_observation=lambda o: channel.send(("obs", o)))
         except EngineCrash as crash:
-            send(("crash", str(crash), crash.trace))
+            channel.send(("crash", str(crash), crash.trace))
             continue
         except Exception as exc:
-            send(("error", _portable(exc)))
+            channel.send(("error", _portable(exc)))
             continue
-        send(("done", None))
+        channel.send(("done", None))
 
 
 def _portable(exc: Exception) -> Exception:
@@ -406,4 +513,4 @@ def _portable(exc: Exception) -> Exception:
 
 
 if __name__ == "__main__":
-    _worker_main()
+    _loader_main(int(sys.argv[1]))
