@@ -55,6 +55,7 @@ FEATURES: frozenset[str] = frozenset(
         "create_graph",  # backward(create_graph=True)
         "add_param_group",  # optimizer.add_param_group({...}) after steps
         "state_dict",  # optimizer.state_dict() loaded into a fresh optimizer
+        "step_none_grad",  # step() while a param the optimizer holds has grad None (skipped)
     }
 )
 """Everything an engine may declare unsupported."""

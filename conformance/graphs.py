@@ -180,6 +180,27 @@ class GraphInfo:
     dtype: np.dtype
 
 
+def reached(forward: Forward, params: Collection[str]) -> frozenset[str]:
+    """The names among ``params`` that ``forward``'s loss depends on: those a backward of it
+    gives a grad (every operand that names a param or node carries a gradient; conditions,
+    indices and targets are node parameters, not operands)."""
+    nodes = {node.out: node for node in forward.nodes}
+    found: set[str] = set()
+    seen: set[str] = set()
+    pending = [forward.loss]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in nodes:
+            pending += [operand.name for operand in nodes[name].operands
+                        if isinstance(operand, Ref)]
+        elif name in params:
+            found.add(name)
+    return frozenset(found)
+
+
 class _Builder:
     def __init__(
         self, draw: Draw, loss: str, inputs: Sequence[_Value], ops: Sequence[str],

@@ -7,9 +7,10 @@ skipped with the engine's reason instead.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from hypothesis.errors import InvalidArgument
 
 from conformance.adapter import OPTIMIZER_HYPERPARAMETERS, Capabilities
 from conformance.choices import Draw, Scalars, boolean, choose, integer, permutation, values
-from conformance.graphs import GraphInfo, forwards
+from conformance.graphs import GraphInfo, forwards, reached
 from conformance.program import (
     GRAD_EDIT_FORMS,
     OMITTED,
@@ -240,12 +241,42 @@ def reductions(capabilities: Capabilities) -> st.SearchStrategy[str]:
     return st.sampled_from(available)
 
 
+_STEPS_EVERY_LOSS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "steps_every_loss", default=False)
+
+
+def steps_every_loss(test: Callable[..., Any]) -> Callable[..., Any]:
+    """For a property that builds its own steps, each right after the backward of a loss it
+    draws with :func:`graphs`: where the engine declared ``step_none_grad`` unsupported, those
+    losses use every param (``min_inputs``), so that no param the optimizer holds has grad None
+    at a step; elsewhere they are drawn as without it.
+
+    A decorator, under ``@given``, rather than an argument in the property's body: Hypothesis
+    seeds a property's derandomized draws from its source without decorators, so the other
+    engines' draws (and reports) stay the same."""
+
+    @functools.wraps(test)
+    def stepping(*args: Any, **kwargs: Any) -> Any:
+        token = _STEPS_EVERY_LOSS.set(True)
+        try:
+            return test(*args, **kwargs)
+        finally:
+            _STEPS_EVERY_LOSS.reset(token)
+
+    return stepping
+
+
 def graphs(
     capabilities: Capabilities, *, ops: Collection[str] | None = None, **options: Any
 ) -> st.SearchStrategy[GraphInfo]:
     """:func:`~conformance.graphs.forwards` limited to what the engine supports: its ops (or
-    those of ``ops`` it supports) and, unless it declared them unsupported, boolean masks."""
+    those of ``ops`` it supports) and, unless it declared them unsupported, boolean masks;
+    inside a :func:`steps_every_loss` property, over every param where the engine cannot step
+    with a None grad."""
     op_set = capabilities.ops if ops is None else capabilities.ops & set(ops)
+    if (_STEPS_EVERY_LOSS.get() and not capabilities.supports("step_none_grad")
+            and "min_inputs" not in options and "params" in options):
+        options["min_inputs"] = len(options["params"])  # see steps_every_loss
     return forwards(ops=op_set, masks=capabilities.bool_masks, available=capabilities.ops,
                     **options)
 
@@ -281,6 +312,12 @@ def programs(
     Optional arguments are passed or left out as a user would
     (:func:`backward_calls`, :func:`zero_grad_calls`). Losses use drawn subsets of params, so
     some grads stay None and some params get their first grad late.
+
+    An engine that declared ``step_none_grad`` unsupported never steps while a param the
+    optimizer holds has grad None: where one may (before the first backward that reaches it,
+    after ``zero_grad()`` or ``p.grad = None``), a forward over every param and its backward
+    come right before the step (or, where even that loss misses a held param, the step is
+    left out). For every other engine nothing is drawn for it: the same programs as before.
     """
     _check_range("instructions", min_instructions, max_instructions)
     chosen_actions = list(actions or ACTIONS)
@@ -301,26 +338,43 @@ def programs(
     held = {name for group in make.groups for name in group.params}
     instructions: list[Instruction] = [make]
     losses: list[GraphInfo] = []
+    # Params sure to have a grad (a fresh loss's backward reaches its params; a backward
+    # through an earlier loss may raise, so it counts for none): only computed, never drawn.
+    skips_none = capabilities.supports("step_none_grad")
+    with_grad: set[str] = set()
+
+    def forward_backward(min_inputs: int = 1) -> None:
+        info = draw(graphs(capabilities, loss=f"loss{len(losses)}", params=drawn_params,
+                           ops=ops, max_ops=max_ops, min_inputs=min_inputs))
+        losses.append(info)
+        instructions.append(info.forward)
+        instructions.append(draw_backward(draw, capabilities, info.forward.loss))
+        with_grad.update(reached(info.forward, names))
+
     count = integer(draw, min_instructions, max_instructions)
     for _ in range(count):
         action = choose(draw, chosen_actions)
         if action == "backward_again" and not losses:
             action = "forward_backward"
         if action == "forward_backward":
-            info = draw(graphs(capabilities, loss=f"loss{len(losses)}", params=drawn_params,
-                               ops=ops, max_ops=max_ops))
-            losses.append(info)
-            instructions.append(info.forward)
-            instructions.append(draw_backward(draw, capabilities, info.forward.loss))
+            forward_backward()
         elif action == "backward_again":
             info = choose(draw, losses)
             instructions.append(draw_backward(draw, capabilities, info.forward.loss))
         elif action == "step":
-            instructions.append(Step())
+            if not skips_none and not held <= with_grad:
+                forward_backward(min_inputs=len(drawn_params))
+            if skips_none or held <= with_grad:
+                instructions.append(Step())
         elif action == "zero_grad":
-            instructions.append(draw_zero_grad(draw, capabilities))
+            zero = draw_zero_grad(draw, capabilities)
+            instructions.append(zero)
+            if zero.set_to_none is not False:
+                with_grad -= held
         elif action == "set_grad_none":
-            instructions.append(SetGradNone(choose(draw, names)))
+            name = choose(draw, names)
+            instructions.append(SetGradNone(name))
+            with_grad.discard(name)
         elif action == "set_hyperparameter":
             instructions.append(_set_hyperparameter(draw, capabilities, make))
         elif action == "update":

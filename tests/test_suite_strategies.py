@@ -10,14 +10,17 @@ from hypothesis.errors import InvalidArgument
 
 from conformance import strategies as cs
 from conformance.adapter import Capabilities
-from conformance.graphs import forwards, indices
+from conformance.graphs import forwards, indices, reached
+from conformance.interpret import run
 from conformance.ops import ALL_OPS, index_parts
 from conformance.program import (
     GRAD_EDIT_FORMS,
     UPDATE_FORMS,
+    AddParamGroup,
     Backward,
     EditGrad,
     Forward,
+    MakeOptimizer,
     MakeSGD,
     Param,
     SetGradNone,
@@ -26,6 +29,7 @@ from conformance.program import (
     Update,
     ZeroGrad,
 )
+from conformance.runner import reference_engine
 
 CAPS = Capabilities()
 FIND = settings(max_examples=1000, database=None, deadline=None)
@@ -347,3 +351,72 @@ def test_an_op_declared_unsupported_never_appears(op):
     found = [program for program in drawn if op in _ops_in(program)]
     assert not found, f"{op} declared unsupported, yet in:\n{found[0].to_script()}"
     assert any(_nodes(program) for program in drawn)  # the programs did build graphs
+
+
+def _steps_with_none_grads(program) -> list[str]:
+    """Run on the reference: each step taken while a param the optimizer holds had grad None."""
+    trace = run(reference_engine(), program)
+    held: set[str] = set()
+    found = []
+    for index, instruction in enumerate(program.instructions, start=1):
+        if isinstance(instruction, MakeOptimizer):
+            held = {name for group in instruction.groups for name in group.params}
+        elif isinstance(instruction, AddParamGroup):
+            held |= set(instruction.group.params)
+        elif isinstance(instruction, Step):
+            missing = sorted(name for name in held if trace[index - 1].grads[name] is None)
+            if missing:
+                found.append(f"[{index}] step() with grad None: {', '.join(missing)}")
+    return found
+
+
+def test_no_step_with_a_none_grad_where_the_engine_cannot_skip_it():
+    """Declare step_none_grad unsupported: no drawn program steps while a param the optimizer
+    holds has grad None (checked on the reference's run), whatever made it None — no backward
+    reached it yet, zero_grad(), p.grad = None, a param added by add_param_group — while the
+    programs still step often. With the feature, such steps are drawn (and the draws are the
+    suite's usual ones: nothing is drawn for the guard)."""
+    caps = Capabilities(unsupported={"step_none_grad": "declared unsupported by this test"})
+    every = [cs.programs(caps), cs.programs(caps, min_params=2, actions=[
+                 "forward_backward", "step", "add_param_group", "zero_grad", "set_grad_none",
+                 "backward_again", "reload_optimizer"]),
+             cs.minibatch_loops(caps)]
+    drawn = []
+
+    @settings(max_examples=150, database=None, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.one_of(every))
+    def collect(program):
+        drawn.append(program)
+
+    collect()
+    for program in drawn:
+        found = _steps_with_none_grads(program)
+        assert not found, f"{found[0]}, in:\n{program.to_script()}"
+    stepping = [p for p in drawn if any(isinstance(i, Step) for i in p.instructions)]
+    assert len(stepping) > len(drawn) / 2
+    assert _find(cs.programs(CAPS), lambda p: bool(_steps_with_none_grads(p))) is not None
+
+
+def test_steps_every_loss_draws_losses_over_every_param_where_none_grads_cannot_be_skipped():
+    """Properties that build their own steps (``@cs.steps_every_loss``) draw each loss over
+    every param where step_none_grad is unsupported; with the feature, or outside such a
+    property, losses still leave params out."""
+    caps = Capabilities(unsupported={"step_none_grad": "declared unsupported by this test"})
+    params = _draw(cs.params(CAPS, min_size=4))
+    names = {p.name for p in params}
+    every: dict[str, list[bool]] = {"stepping": [], "stepping, supported": []}
+
+    @settings(max_examples=30, database=None, deadline=None, derandomize=True)
+    @given(st.data())
+    @cs.steps_every_loss
+    def stepping(data):
+        for key, capabilities in (("stepping", caps), ("stepping, supported", CAPS)):
+            info = data.draw(cs.graphs(capabilities, loss="loss0", params=params))
+            every[key].append(reached(info.forward, names) == names)
+
+    stepping()
+    assert all(every["stepping"]), every
+    assert not all(every["stepping, supported"]), every
+    assert _find(cs.graphs(caps, loss="loss0", params=params),
+                 lambda info: reached(info.forward, names) != names) is not None

@@ -43,6 +43,7 @@ def test_steps_match_reference(engine, kind, data):
      for kind in ("adam", "adamw") for name in NON_DEFAULT],
 )
 @given(data=st.data())
+@cs.steps_every_loss
 def test_hyperparameter(engine, kind, name, data):
     """Each hyperparameter forced away from its default over 3 steps (the moments and
     amsgrad's running maximum differ from the first step's only from the second on)."""
@@ -61,6 +62,7 @@ def test_hyperparameter(engine, kind, name, data):
 @pytest.mark.requires("param_groups")
 @pytest.mark.parametrize("kind", KINDS)
 @given(data=st.data())
+@cs.steps_every_loss
 def test_param_groups(engine, kind, data):
     """Two param groups, each overriding some hyperparameters and inheriting the rest."""
     params = data.draw(cs.params(engine.capabilities, min_size=2), label="params")
@@ -74,6 +76,7 @@ def test_param_groups(engine, kind, data):
     check_against_reference(engine, Program(params, (make, *steps)))
 
 
+@pytest.mark.requires("step_none_grad")
 @pytest.mark.parametrize("kind", KINDS)
 @given(data=st.data())
 def test_none_grads_are_skipped(engine, kind, data):

@@ -53,6 +53,7 @@ def test_k_backward_passes_give_k_times_the_grad(engine, data):
                       k_times.grads[name], expected, program)
 
 
+@pytest.mark.requires("step_none_grad")
 @given(data=st.data())
 def test_zero_grad_then_step_changes_nothing(engine, data):
     """After ``zero_grad()`` (set_to_none) every grad is None, so ``step()`` skips every param
@@ -94,6 +95,7 @@ def test_separate_backwards_equal_backward_of_the_sum(engine, data):
 
 @pytest.mark.requires("hyper:maximize", "hyper:sgd:maximize", "op:neg")
 @given(data=st.data())
+@cs.steps_every_loss
 def test_maximize_equals_minimizing_the_negation(engine, data):
     """SGD(maximize=True) on L moves params exactly like SGD(maximize=False) on -L."""
     params = data.draw(cs.params(engine.capabilities), label="params")

@@ -50,6 +50,7 @@ def test_each_op_frees_like_torch(engine: Engine, op, data):
 
 
 @given(data=st.data())
+@cs.steps_every_loss
 def test_step_between_backwards(engine, data):
     """backward(retain_graph=True), then an SGD step (in place on the params), then backward:
     raises the in-place-modification error exactly when a param was saved for backward."""

@@ -52,6 +52,7 @@ def test_steps_match_reference(engine, data):
      for name in NON_DEFAULT],
 )
 @given(data=st.data())
+@cs.steps_every_loss
 def test_hyperparameter(engine, name, data):
     """Each hyperparameter, forced away from its default, over 3 steps (momentum and
     dampening differ from plain SGD only from the second step on)."""
@@ -73,6 +74,7 @@ def test_hyperparameter(engine, name, data):
 
 @pytest.mark.requires("param_groups")
 @given(data=st.data())
+@cs.steps_every_loss
 def test_param_groups(engine, data):
     """Two param groups, each with its own hyperparameters."""
     params = data.draw(cs.params(engine.capabilities, min_size=2), label="params")
@@ -86,6 +88,7 @@ def test_param_groups(engine, data):
     check_against_reference(engine, Program(params, (make, *steps)))
 
 
+@pytest.mark.requires("step_none_grad")
 @given(data=st.data())
 def test_none_grads_are_skipped(engine, data):
     """A param whose grad is None does not move, gets no state, and its momentum buffer is not
@@ -141,7 +144,7 @@ def test_invalid_param_lists_raise(engine, data):
     check_against_reference(engine, Program(params, tuple(instructions)))
 
 
-@pytest.mark.requires("hyper:momentum", "hyper:sgd:momentum", "op:sum")
+@pytest.mark.requires("hyper:momentum", "hyper:sgd:momentum", "op:sum", "step_none_grad")
 def test_unused_param_example(engine):
     """Fixed example: a param left out of every loss keeps grad None through steps."""
     params = (Param("p0", np.array([1.0, 2.0])), Param("p1", np.array(3.0)))
