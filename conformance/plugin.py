@@ -118,11 +118,7 @@ def pytest_configure(config: pytest.Config) -> None:
             config.add_cleanup(lambda: isolation.detach(engine))
     if spec or _collects_properties(config):
         _load_profile(config)
-        # Hypothesis mixes literals from local modules into what it draws, module by module as
-        # they are imported: import the oracle now, so the first example is drawn like the rest.
-        from conformance.runner import reference_engine
-
-        reference_engine()
+        profiles.draw_without_local_literals()  # draws independent of the suite's own source
 
 
 def _open_database(config: pytest.Config) -> None:

@@ -55,6 +55,32 @@ settings.register_profile(
     **_COMMON,  # type: ignore[arg-type]
 )
 
+def draw_without_local_literals() -> bool:
+    """Stop Hypothesis from mixing numeric literals of "local" modules into what it draws.
+
+    Hypothesis harvests the literals of every module imported from outside site-packages and
+    the standard library, and draws one of them for about 5% of choices
+    (``hypothesis.internal.conjecture.providers._get_local_constants``). Which modules count
+    as local depends on how the suite and the engine's adapter were installed (editable or
+    not), and the pool changes whenever anyone edits a number in them: a derandomized ``ci``
+    run then draws other programs, and an engine's verdict changed with no change to it or to
+    the semantics. Hypothesis has no setting for it, so the pool is replaced by an empty one
+    (its own global constants, fixed per Hypothesis version, stay). Returns whether that was
+    possible; ``tests/test_suite_draws.py`` checks it still works with the pinned Hypothesis.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+
+        empty = providers.Constants()
+        cache = providers.CONSTANTS_CACHE
+        providers._get_local_constants  # noqa: B018 - present, or the pool works otherwise
+    except (ImportError, AttributeError):
+        return False
+    providers._get_local_constants = lambda: empty
+    cache.cache.clear()  # allowed constants already chosen per choice kind, local ones among them
+    return True
+
+
 NO_SHRINK = tuple(phase for phase in Phase if phase != Phase.shrink)
 """Phases for a run that only needs to know *whether* an engine fails (the broken-engine
 catalogue): shrinking the counterexample is the slow part and adds nothing there."""
