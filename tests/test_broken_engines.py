@@ -1,7 +1,8 @@
 """The suite's proof of power: every catalogued broken engine is caught, every control passes.
 
-Each engine runs the whole suite in its own subprocess (engines are session-wide state), as a
-user would: ``python -m pytest --pyargs conformance --engine tests.broken_engines.<mod>:<Cls>``.
+Each engine runs the whole suite in its own process (engines are session-wide state), as a
+user would: ``python -m pytest --pyargs conformance --engine tests.broken_engines.<mod>:<Cls>``,
+forked from a process that imported torch and Hypothesis once (``tests/forked_pytest.py``).
 
 - A broken engine must make at least one property fail. The run uses ``-x``, the ``catalogue``
   profile (``ci`` without shrinking: derandomized, 60 examples) and runs the property modules
@@ -20,9 +21,9 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
+import forked_pytest
 import pytest
 from broken_engines import Entry, catalogue
 
@@ -35,12 +36,11 @@ TIMEOUT_S = 1200  # a control runs the whole suite: minutes on a loaded 2-core m
 
 def _suite(spec: str, report: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     command = [
-        sys.executable, "-m", "pytest", "--pyargs", "conformance", "--engine", spec,
+        "--pyargs", "conformance", "--engine", spec,
         "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q", "--no-header",
         f"--catalogue-report={report}", *options, *EXTRA_ARGS,
     ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                            timeout=TIMEOUT_S, check=False)
+    result = forked_pytest.run(command, cwd=ROOT, timeout=TIMEOUT_S)
     record = json.loads(report.read_text()) if report.exists() else {}
     return result, record
 
@@ -107,13 +107,12 @@ def test_each_property_module_catches_a_broken_engine(module: str, tmp_path: Pat
     assert module in CAUGHT_BY_MODULE, f"no broken engine is assigned to property module {module}"
     spec = f"{PACKAGE}.{CAUGHT_BY_MODULE[module]}"
     command = [
-        sys.executable, "-m", "pytest", "--pyargs", f"conformance.properties.test_{module}",
+        "--pyargs", f"conformance.properties.test_{module}",
         "--engine", spec, "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q",
         "--no-header", "-x", "--hypothesis-profile=catalogue",
         f"--catalogue-report={tmp_path / 'report.json'}", *EXTRA_ARGS,
     ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                            timeout=TIMEOUT_S, check=False)
+    result = forked_pytest.run(command, cwd=ROOT, timeout=TIMEOUT_S)
     record = json.loads((tmp_path / "report.json").read_text())
     failed = record["outcomes"].get("failed", [])
     assert failed, f"test_{module} alone did not catch {spec}.\n{_explain(result)}"
@@ -136,13 +135,12 @@ def test_a_per_op_property_isolates_its_op(tmp_path: Path) -> None:
     front, whose saved input made the second backward raise anyway)."""
     spec = f"{PACKAGE}.retain_graph:SqrtKeepsResultUnsaved"
     command = [
-        sys.executable, "-m", "pytest", "--pyargs", "conformance.properties.test_retain_graph",
+        "--pyargs", "conformance.properties.test_retain_graph",
         "--engine", spec, "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q",
         "--no-header", "--hypothesis-profile=catalogue", "-k",
         "test_each_op_frees_like_torch and sqrt", f"--catalogue-report={tmp_path / 'r.json'}",
     ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                            timeout=TIMEOUT_S, check=False)
+    result = forked_pytest.run(command, cwd=ROOT, timeout=TIMEOUT_S)
     record = json.loads((tmp_path / "r.json").read_text())
     failed = record["outcomes"].get("failed", [])
     assert [nodeid.split("::")[-1] for nodeid in failed] == [
