@@ -225,7 +225,8 @@ class Collector:
         elif report.skipped:
             result.verdict, result.reason = "unsupported", _skip_reason(report)
         elif report.passed and report.when == "call" and xfail_reason is not None:
-            # a rare deviation's witness whose examples never reached it: a pass, said so
+            # a witness whose examples never reached its deviation (a rare one, or any under
+            # random seeds): a pass, said so
             result.verdict, result.reason = "pass", f"not reached in this run: {xfail_reason}"
 
         elif report.failed and report.when == "call":
