@@ -1070,13 +1070,19 @@ def _crashed_at_step_after_reload(program: Any, trace: Any) -> bool:
     return any(isinstance(instruction, ReloadOptimizer) for instruction in before[made:])
 
 
-def _abs_grad_at_nan(program: Any, trace: Any) -> bool:
-    """Runs using abs whose first difference is at a backward, only in where a grad is NaN,
-    with a param that is NaN right before it (an optimizer step made it NaN).
+NAN_SENSITIVE_OPS = frozenset({"abs", "max", "min", "max_dim", "min_dim", "relu", "maximum",
+                               "minimum"})
+"""The ops whose grads at a NaN input differ from torch's (each confirmed on paddle 3.3.1)."""
+
+
+def _grad_at_nan(program: Any, trace: Any) -> bool:
+    """Runs using an op of :data:`NAN_SENSITIVE_OPS` whose first difference is at a backward,
+    only in where a grad is NaN, with a param that is NaN right before it (an optimizer step
+    made it NaN).
 
     Kept as a predicate: a Diverges cannot say which op is involved nor that the values
     differ only in their non-finite entries."""
-    if not _uses({"abs"}, program):
+    if not _uses(set(NAN_SENSITIVE_OPS), program):
         return False
     found = _grads_first_differ_at_backward(program, trace)
     if found is None:
@@ -1092,22 +1098,29 @@ def _abs_grad_at_nan(program: Any, trace: Any) -> bool:
     return bool(found_whys) and all(why.endswith("in different places") for why in found_whys)
 
 
-ABS_GRAD_AT_NAN = KnownDeviation(
-    property="adam::test_hyperparameter[amsgrad-adamw]",
+GRAD_AT_NAN = KnownDeviation(
+    property=("adam::test_hyperparameter[amsgrad-adamw]", "adam::test_hyperparameter[amsgrad-adam]"),
     reason=(
-        "abs's grad at a NaN input is NaN; torch's is 0 (grad * sgn(x), and sgn(nan) is 0). "
-        "The suite meets it where Adam with eps=0 divides 0 by 0 on a param whose grad is 0 "
-        "(torch does the same) and a later loss takes the NaN param's abs"
+        "grads at a NaN input differ from torch's: abs's is NaN (torch: 0, grad * sgn(x) and "
+        "sgn(nan) is 0); min(), max(), min(dim) and max(dim) give every element NaN (torch "
+        "gives the grad to the NaN element); relu, maximum and minimum give the NaN element 0 "
+        "(torch: the grad). The suite meets it where Adam with eps=0 divides 0 by 0 on a param "
+        "whose grad is 0 (torch does the same) and a later loss takes such an op of the NaN param"
     ),
     evidence="""\
 import paddle
 from paddle.nn.initializer import Assign
-p = paddle.create_parameter([1], "float32", default_initializer=Assign([float("nan")]))
-p.abs().sum().backward()
-print(p.grad.numpy())  # [nan]; torch: tensor([0.])
+def grad(op):
+    p = paddle.create_parameter([3], "float32", default_initializer=Assign([0.0, 0.0, float("nan")]))
+    op(p).sum().backward()
+    return p.grad.numpy()
+print(grad(paddle.abs))                                    # [0. 0. nan]; torch: [0., 0., 0.]
+print(grad(paddle.min), grad(lambda p: paddle.max(p, 0)))  # [nan nan nan] twice; torch: [0., 0., 1.]
+print(grad(paddle.nn.functional.relu))                     # [0. 0. 0.]; torch: [0., 0., 1.]
+print(grad(lambda p: paddle.maximum(p, paddle.zeros([3]))))  # [0.5 0.5 0.]; torch: [0.5, 0.5, 1.]
 """,
-    name="abs's grad at NaN",
-    applies=_abs_grad_at_nan,
+    name="grads at NaN inputs",
+    applies=_grad_at_nan,
     rare=True,
 )
 
@@ -1226,7 +1239,7 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
     ZEROED_GRAD_REPLACED,
     STEP_KEEPS_VERSION,
     ADAMW_FLOAT32_WEIGHT_DECAY,
-    ABS_GRAD_AT_NAN,
+    GRAD_AT_NAN,
     GROUP_AMSGRAD_IGNORED,
     STATE_DICT_NAMES,
 )
