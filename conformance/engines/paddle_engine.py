@@ -1076,36 +1076,32 @@ NAN_SENSITIVE_OPS = frozenset({"abs", "max", "min", "max_dim", "min_dim", "relu"
 
 
 def _grad_at_nan(program: Any, trace: Any) -> bool:
-    """Runs using an op of :data:`NAN_SENSITIVE_OPS` whose first difference is at a backward,
-    only in where a grad is NaN, with a param that is NaN right before it (an optimizer step
-    made it NaN).
+    """Runs using an op of :data:`NAN_SENSITIVE_OPS` whose first difference is in grads at a
+    backward, with a param that is NaN right before it (an optimizer step made it NaN). The
+    differences need not sit at the NaN elements: minimum(nan, x) gives x's grad 0 in paddle,
+    torch gives it the grad. Params turn NaN only where Adam with eps=0 divides 0 by 0, so
+    this sets aside few runs.
 
-    Kept as a predicate: a Diverges cannot say which op is involved nor that the values
-    differ only in their non-finite entries."""
+    Kept as a predicate: a Diverges cannot say which op is involved nor that a param was NaN."""
     if not _uses(set(NAN_SENSITIVE_OPS), program):
         return False
     found = _grads_first_differ_at_backward(program, trace)
     if found is None:
         return False
-    got, want = found[0], found[1]
-    before = trace[got.index - 1].values
-    if not any(np.isnan(value).any() for value in before.values()):
-        return False
-    whys = [array_mismatch(got.grads[name], grad, tolerance=program_tolerance(program))
-            for name, grad in want.grads.items()
-            if grad is not None and got.grads[name] is not None]
-    found_whys = [why for why in whys if why is not None]
-    return bool(found_whys) and all(why.endswith("in different places") for why in found_whys)
+    before = trace[found[0].index - 1].values
+    return any(np.isnan(value).any() for value in before.values())
 
 
 GRAD_AT_NAN = KnownDeviation(
-    property=("adam::test_hyperparameter[amsgrad-adamw]", "adam::test_hyperparameter[amsgrad-adam]"),
+    property=("adam::test_hyperparameter[amsgrad-adamw]",
+              "adam::test_hyperparameter[amsgrad-adam]"),
     reason=(
         "grads at a NaN input differ from torch's: abs's is NaN (torch: 0, grad * sgn(x) and "
         "sgn(nan) is 0); min(), max(), min(dim) and max(dim) give every element NaN (torch "
-        "gives the grad to the NaN element); relu, maximum and minimum give the NaN element 0 "
-        "(torch: the grad). The suite meets it where Adam with eps=0 divides 0 by 0 on a param "
-        "whose grad is 0 (torch does the same) and a later loss takes such an op of the NaN param"
+        "gives the grad to the NaN element); relu gives the NaN element 0, and maximum and "
+        "minimum give both operands 0 where one is NaN (torch: the grad). The suite meets it "
+        "where Adam with eps=0 divides 0 by 0 on a param whose grad is 0 (torch does the "
+        "same) and a later loss takes such an op of the NaN param"
     ),
     evidence="""\
 import paddle
