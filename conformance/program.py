@@ -365,7 +365,11 @@ def _nested(value: Any) -> str:
 
 
 def tensor_literal(value: np.ndarray, *, requires_grad: bool = False) -> str:
-    """``torch.tensor([...], dtype=torch.float32)``, exact: Python's float repr round-trips."""
+    """``torch.tensor([...], dtype=torch.float32)``, exact: Python's float repr round-trips.
+    An empty array is ``torch.empty(shape, ...)``: its nested list loses every dimension after
+    the first zero (``[[]]`` for shape (1, 0, 3) is a tensor of shape (1, 0))."""
     extra = ", requires_grad=True" if requires_grad else ""
     dtype = f", dtype=torch.{value.dtype}" if value.dtype.kind == "f" else ""
+    if value.size == 0:
+        return f"torch.empty({value.shape}{dtype}{extra})"
     return f"torch.tensor({_nested(value.tolist())}{dtype}{extra})"

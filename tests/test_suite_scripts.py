@@ -103,3 +103,19 @@ def test_nan_and_inf_render_as_python():
     assert text == (
         "torch.tensor([float('nan'), float('inf'), float('-inf'), -0.0], dtype=torch.float32)"
     )
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (1, 0, 3), (2, 0), (3, 1, 0)])
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_empty_arrays_keep_their_shape_in_the_script(shape, requires_grad):
+    """A nested list loses the dimensions after a zero (``[[]]`` is (1, 0), not (1, 0, 3)):
+    a program whose ``cat`` took an empty constant of shape (1, 0, 3) printed a script that
+    raised where the program had run."""
+    import torch
+
+    value = np.zeros(shape, dtype=np.float32)
+    tensor = eval(tensor_literal(value, requires_grad=requires_grad), {"torch": torch})
+    assert tuple(tensor.shape) == shape
+    assert tensor.dtype == torch.float32
+    assert tensor.requires_grad == requires_grad
+    assert tensor.is_leaf
