@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pytest
 
+from conformance import profiles
+
 LONGEST_FIRST = (  # minutes each: a whole suite run, with shrinking (a name, or a name[id])
     "test_a_crashing_engine_gives_a_report_with_every_property[crashes:HangsOnGradientArgument]",
     "test_a_crashing_engine_gives_a_report_with_every_property[crashes:AbortsOnZeroingAMissingGrad]",
@@ -23,6 +25,9 @@ LONGEST_FIRST = (  # minutes each: a whole suite run, with shrinking (a name, or
 def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist") and config.getoption("maxschedchunk") is None:
         config.option.maxschedchunk = 1
+    # The project's own derandomized tests draw the same wherever xdist runs them: otherwise
+    # Hypothesis mixes in the literals of whichever local modules that worker imported first.
+    profiles.draw_without_local_literals()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
