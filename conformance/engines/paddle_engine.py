@@ -27,7 +27,7 @@ Paddle's API differs from torch's in ways that shape this adapter:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -476,7 +476,7 @@ def _grad_replaced_by_backward(program: Any, trace: Any) -> bool:
     )
 
 
-def _uses(ops: set[str], program: Any) -> bool:
+def _uses(ops: Collection[str], program: Any) -> bool:
     return any(node.op in ops for instruction in program.instructions
                if isinstance(instruction, Forward) for node in instruction.nodes)
 
@@ -1083,7 +1083,7 @@ def _grad_at_nan(program: Any, trace: Any) -> bool:
     this sets aside few runs.
 
     Kept as a predicate: a Diverges cannot say which op is involved nor that a param was NaN."""
-    if not _uses(set(NAN_SENSITIVE_OPS), program):
+    if not _uses(NAN_SENSITIVE_OPS, program):
         return False
     found = _grads_first_differ_at_backward(program, trace)
     if found is None:
