@@ -29,18 +29,26 @@ _COMMON = {
     "print_blob": True,
 }
 
+# Every profile starts from Hypothesis's own defaults, not from whatever profile is loaded when
+# this module is imported: where a CI variable is set (GITHUB_ACTIONS, CI, ...) Hypothesis loads
+# its built-in "ci" profile at import, and a profile registered without a parent would inherit
+# its derandomize=True and database=None, so that ``--profile dev`` drew the same examples every
+# run and ``thorough`` saved nothing, on exactly the machines where users run them.
+_HYPOTHESIS_DEFAULTS = settings.get_profile("default")
+
 # report_multiple_bugs=False: after a first failure Hypothesis would look for others for up
 # to 10 *seconds*, which makes a failing run's example counts depend on the machine's load.
 settings.register_profile(
     "ci",
+    _HYPOTHESIS_DEFAULTS,
     derandomize=True,
     database=None,
     max_examples=60,
     report_multiple_bugs=False,
     **_COMMON,  # type: ignore[arg-type]
 )
-settings.register_profile("dev", max_examples=30, **_COMMON)  # type: ignore[arg-type]
-settings.register_profile("thorough", max_examples=1000, **_COMMON)  # type: ignore[arg-type]
+settings.register_profile("dev", _HYPOTHESIS_DEFAULTS, max_examples=30, **_COMMON)  # type: ignore[arg-type]
+settings.register_profile("thorough", _HYPOTHESIS_DEFAULTS, max_examples=1000, **_COMMON)  # type: ignore[arg-type]
 # Without --budget, 10_000 programs per property: about 2.5 hours for torch's 133 properties at
 # the 142 programs/s docs/benchmarks.md measured. Its database is the directory FUZZ_DIRECTORY
 # unless --database names another, or a Redis server. No explain phase: it names the lines of
@@ -48,6 +56,7 @@ settings.register_profile("thorough", max_examples=1000, **_COMMON)  # type: ign
 # caught tests.broken_engines.accumulation:OverwritesGrad; the gate shows the shrunk script.
 settings.register_profile(
     "fuzz",
+    _HYPOTHESIS_DEFAULTS,
     derandomize=False,
     database=DirectoryBasedExampleDatabase(FUZZ_DIRECTORY),
     max_examples=10_000,

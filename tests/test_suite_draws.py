@@ -9,10 +9,13 @@ engine's adapter, or installed either one editable instead of not
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,3 +71,29 @@ def test_hypothesis_would_have_drawn_them_otherwise(tmp_path: Path) -> None:
     pool of local literals left in place, the same import changes the programs drawn."""
     changed, before, after = _changed_draws("with", tmp_path)
     assert changed > 0 or before != after, "the import changed nothing even with the pool"
+
+
+# Hypothesis loads its own "ci" profile on import wherever a CI variable is set; the suite's
+# profiles must not inherit from it.
+PROFILE_SCRIPT = textwrap.dedent("""
+    from hypothesis import settings
+    import conformance.profiles
+    for name in ("ci", "dev", "thorough", "fuzz"):
+        profile = settings.get_profile(name)
+        print(name, profile.derandomize, profile.database is not None)
+""")
+
+
+@pytest.mark.parametrize("ci_variable", [{}, {"GITHUB_ACTIONS": "true"}, {"CI": "1"}])
+def test_profiles_do_not_inherit_from_a_ci_environment(ci_variable: dict[str, str]) -> None:
+    env = {key: value for key, value in os.environ.items()
+           if key not in {"CI", "GITHUB_ACTIONS"}} | ci_variable
+    out = subprocess.run([sys.executable, "-c", PROFILE_SCRIPT], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout.split("\n")
+    settings_by_name = {line.split()[0]: line.split()[1:] for line in out if line}
+    assert settings_by_name == {  # name: derandomize, has a database
+        "ci": ["True", "False"],
+        "dev": ["False", "True"],
+        "thorough": ["False", "True"],
+        "fuzz": ["False", "True"],
+    }
