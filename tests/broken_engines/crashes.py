@@ -90,11 +90,11 @@ class HangsOnGradientArgument(_Crashes):
     a lock the thread never releases: a deadlock, so the process hangs. Only programs that pass
     ``gradient=`` hang; the suite's per-program time limit turns each into a failure.
 
-    The limit here is 0.5 s: every hanging candidate the shrinker tries costs the whole limit
-    (at 1 s, shrinking each hanging property ran into Hypothesis's 300 s cap; at 0.5 s it ends
-    after about 220 s), and the slowest of 1500 generated programs took 0.08 s on this engine
+    The limit here is 0.5 s: the slowest of 1500 generated programs took 0.08 s on this engine
     on a loaded 2-core machine (median 4 ms; bench/bench_program_time.py), so 0.5 s leaves a
-    margin of six.
+    margin of six. Every hanging candidate a shrinker tries costs the whole limit, so shrinking
+    one hanging property takes about 300 s (Hypothesis's cap of 500 shrinks at 0.5 s each);
+    tests/test_suite_isolation.py runs this engine without shrinking.
     """
 
     name = "hangs-on-gradient-argument"
