@@ -45,10 +45,10 @@ settings.register_profile(
     database=None,
     max_examples=60,
     report_multiple_bugs=False,
-    **_COMMON,  # type: ignore[arg-type]
+    **_COMMON,
 )
-settings.register_profile("dev", _HYPOTHESIS_DEFAULTS, max_examples=30, **_COMMON)  # type: ignore[arg-type]
-settings.register_profile("thorough", _HYPOTHESIS_DEFAULTS, max_examples=1000, **_COMMON)  # type: ignore[arg-type]
+settings.register_profile("dev", _HYPOTHESIS_DEFAULTS, max_examples=30, **_COMMON)
+settings.register_profile("thorough", _HYPOTHESIS_DEFAULTS, max_examples=1000, **_COMMON)
 # Without --budget, 10_000 programs per property: about 2.5 hours for torch's 133 properties at
 # the 142 programs/s docs/benchmarks.md measured. Its database is the directory FUZZ_DIRECTORY
 # unless --database names another, or a Redis server. No explain phase: it names the lines of
@@ -61,7 +61,7 @@ settings.register_profile(
     database=DirectoryBasedExampleDatabase(FUZZ_DIRECTORY),
     max_examples=10_000,
     phases=tuple(phase for phase in Phase if phase != Phase.explain),
-    **_COMMON,  # type: ignore[arg-type]
+    **_COMMON,
 )
 
 def draw_without_local_literals() -> bool:
