@@ -56,6 +56,7 @@ FEATURES: frozenset[str] = frozenset(
         "add_param_group",  # optimizer.add_param_group({...}) after steps
         "state_dict",  # optimizer.state_dict() loaded into a fresh optimizer
         "step_none_grad",  # step() while a param the optimizer holds has grad None (skipped)
+        "step_0d_param",  # step() on a 0-d param (shape ()) the optimizer holds
     }
 )
 """Everything an engine may declare unsupported."""

@@ -64,10 +64,18 @@ def draw_params(
     max_size: int = 4,
     shapes: Sequence[tuple[int, ...]] = SHAPES,
     positive: bool = False,
+    stepped: bool = False,
 ) -> tuple[Param, ...]:
     """Params ``p0, p1, ...`` of drawn shapes and supported dtypes with edge-rich values
-    (``positive``: in [0.5, 4], for an op with a singular point tested alone)."""
+    (``positive``: in [0.5, 4], for an op with a singular point tested alone).
+
+    Params an optimizer will step (``stepped``, or inside a :func:`steps_every_loss`
+    property) are never 0-d where the engine declared ``step_0d_param`` unsupported; for every
+    other engine, and for params nothing steps, the draws are the same as without it."""
     _check_range("size", min_size, max_size)
+    if ((stepped or _STEPS_EVERY_LOSS.get()) and not capabilities.supports("step_0d_param")
+            and any(shape != () for shape in shapes)):
+        shapes = [shape for shape in shapes if shape != ()]
     dtypes = capabilities.dtypes
     if not dtypes:
         raise InvalidArgument("the engine supports neither float32 nor float64")
@@ -249,7 +257,8 @@ def steps_every_loss(test: Callable[..., Any]) -> Callable[..., Any]:
     """For a property that builds its own steps, each right after the backward of a loss it
     draws with :func:`graphs`: where the engine declared ``step_none_grad`` unsupported, those
     losses use every param (``min_inputs``), so that no param the optimizer holds has grad None
-    at a step; elsewhere they are drawn as without it.
+    at a step, and where it declared ``step_0d_param`` unsupported, its params are never 0-d
+    (:func:`draw_params`); elsewhere they are drawn as without it.
 
     A decorator, under ``@given``, rather than an argument in the property's body: Hypothesis
     seeds a property's derandomized draws from its source without decorators, so the other
@@ -318,6 +327,7 @@ def programs(
     after ``zero_grad()`` or ``p.grad = None``), a forward over every param and its backward
     come right before the step (or, where even that loss misses a held param, the step is
     left out). For every other engine nothing is drawn for it: the same programs as before.
+    Where ``step_0d_param`` is unsupported, no param is 0-d (:func:`draw_params`).
     """
     _check_range("instructions", min_instructions, max_instructions)
     chosen_actions = list(actions or ACTIONS)
@@ -332,7 +342,8 @@ def programs(
     chosen_actions = [action for action in chosen_actions if not unsupported.get(action)]
     if not chosen_actions:
         raise InvalidArgument(f"the engine supports none of the actions {actions}")
-    drawn_params = draw_params(draw, capabilities, min_size=min_params, max_size=max_params)
+    drawn_params = draw_params(draw, capabilities, min_size=min_params, max_size=max_params,
+                               stepped=True)
     names = [p.name for p in drawn_params]
     make = draw_optimizer(draw, capabilities, names, kinds=kinds)
     held = {name for group in make.groups for name in group.params}

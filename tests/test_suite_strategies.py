@@ -420,3 +420,38 @@ def test_steps_every_loss_draws_losses_over_every_param_where_none_grads_cannot_
     assert not all(every["stepping, supported"]), every
     assert _find(cs.graphs(caps, loss="loss0", params=params),
                  lambda info: reached(info.forward, names) != names) is not None
+
+
+def test_no_0d_param_is_stepped_where_the_engine_cannot_step_one():
+    """Declare step_0d_param unsupported: programs, and properties that build their own steps
+    (``@cs.steps_every_loss``), draw no 0-d param; params nothing steps still may be 0-d, and
+    with the feature, stepped params are 0-d too."""
+    caps = Capabilities(unsupported={"step_0d_param": "declared unsupported by this test"})
+    drawn: dict[str, list[tuple[int, ...]]] = {"programs": [], "stepping": [], "not stepping": [],
+                                               "programs, supported": []}
+
+    @settings(max_examples=100, database=None, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(cs.programs(caps), cs.programs(CAPS))
+    def collect(program, supported):
+        drawn["programs"] += [p.value.shape for p in program.params]
+        drawn["programs, supported"] += [p.value.shape for p in supported.params]
+
+    @settings(max_examples=100, database=None, deadline=None, derandomize=True)
+    @given(st.data())
+    @cs.steps_every_loss
+    def stepping(data):
+        drawn["stepping"] += [p.value.shape for p in data.draw(cs.params(caps))]
+
+    @settings(max_examples=100, database=None, deadline=None, derandomize=True)
+    @given(cs.params(caps))
+    def not_stepping(params):
+        drawn["not stepping"] += [p.value.shape for p in params]
+
+    collect()
+    stepping()
+    not_stepping()
+    assert () not in drawn["programs"], drawn["programs"]
+    assert () not in drawn["stepping"], drawn["stepping"]
+    assert () in drawn["not stepping"], drawn["not stepping"]
+    assert () in drawn["programs, supported"], drawn["programs, supported"]
