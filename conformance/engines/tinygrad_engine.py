@@ -33,6 +33,7 @@ import numpy as np
 from conformance.adapter import Capabilities, Diverges, Engine, KnownDeviation
 from conformance.compare import array_mismatch, first_divergence, program_tolerance
 from conformance.errors import ErrorKind
+from conformance.graphs import reached
 from conformance.ops import ALL_OPS, PYTHON_OPERATORS
 from conformance.program import (
     Backward,
@@ -295,6 +296,31 @@ def _grad_changed_by_step(program: Program, trace: Trace) -> bool:
     return False
 
 
+def _retained_graph_follows_update(program: Program, trace: Trace) -> bool:
+    """Runs that first differ at a backward through a loss whose param a step or an in-place
+    update changed since its forward, where neither side raised: torch had saved only what
+    the update did not touch (sigmoid, exp, tanh save their output), so it computes with the
+    values of the forward; tinygrad's lazy graph reads the param as it is now."""
+    first = _first_divergence(program, trace)
+    if first is None:
+        return False
+    got, want = first
+    backward = _instruction(program, got)
+    if not isinstance(backward, Backward) or got.error or want.error:
+        return False
+    since = program.instructions[:got.index - 1]
+    forwards = [i for i, instruction in enumerate(since)
+                if isinstance(instruction, Forward) and instruction.loss == backward.loss]
+    if not forwards:
+        return False
+    forward = since[forwards[-1]]
+    assert isinstance(forward, Forward)
+    inputs = reached(forward, [param.name for param in program.params])
+    return any((isinstance(instruction, Step) and bool(inputs))
+               or (isinstance(instruction, Update) and instruction.param in inputs)
+               for instruction in since[forwards[-1] + 1:])
+
+
 def _float64_step_differs(program: Program, trace: Trace) -> bool:
     """Runs that first differ at a step, in the values of float64 params only."""
     first = _first_divergence(program, trace)
@@ -409,7 +435,8 @@ STEP_CHANGES_LAZY_RESULTS = KnownDeviation(
         "value of p (and the next backward accumulates onto that), where torch's step and "
         "no_grad updates never change p.grad; and a second backward through a retained graph "
         "silently uses the updated values, where torch raises 'one of the variables needed for "
-        "gradient computation has been modified by an inplace operation'"
+        "gradient computation has been modified by an inplace operation' (or, where it saved "
+        "only an op's output, as for sigmoid, computes with the forward's values)"
     ),
     evidence="""\
 import numpy as np
@@ -435,6 +462,7 @@ print(w.grad.numpy())                       # [3.2 6.4]
     applies=lambda program, trace: (
         _grad_changed_by_step(program, trace)
         or _missed(ErrorKind.INPLACE_MODIFIED)(program, trace)
+        or _retained_graph_follows_update(program, trace)
     ),
 )
 
@@ -711,6 +739,33 @@ except RuntimeError as error:
     applies=_step_fails_with("float64 momentum"),
 )
 
+ASSIGN_CYCLE = KnownDeviation(
+    property="sgd::test_steps_match_reference",
+    reason=(
+        "step() raises RuntimeError ('cycle detected in assign graph') when the grads of two "
+        "params it steps read each other (loss = (p1 * p0).sum(): p0.grad is p1, p1.grad is "
+        "p0, both lazy): each update reads the buffer the other overwrites; torch steps both"
+    ),
+    name="step of params whose grads read each other",
+    evidence="""\
+import numpy as np
+from tinygrad import Tensor, Context
+from tinygrad.nn.optim import SGD
+p0 = Tensor(np.array([1.0], dtype=np.float32))
+p1 = Tensor(np.array([2.0], dtype=np.float32))
+opt = SGD([p0, p1], lr=0.1)
+(p1 * p0).sum().backward()
+try:
+    with Context(TRAINING=1):
+        opt.step()                       # torch: p0 = 0.8, p1 = 1.9
+except RuntimeError as error:
+    print("RuntimeError:", error)
+""",
+    diverges=Diverges(at=(Step,), crash=True, message=r"RuntimeError: cycle detected in assign graph"),
+    # found under --hypothesis-seed=2 (dev); the ci draws never reach it
+    rare=True,
+)
+
 FLOAT64_BACKWARD_KERNEL = KnownDeviation(
     property="accumulation::test_losses_accumulate",
     reason=(
@@ -742,7 +797,7 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
     ONE_ELEMENT_LOSS, NEVER_FREES, STEP_CHANGES_LAZY_RESULTS, DIM_REDUCTION_TIES,
     POW_AT_NEGATIVE_ZERO, WRONG_GRADIENT_WRITES_GRADS, NO_REQUIRES_GRAD, LIST_INDEX_UNCHECKED,
     HYPERPARAMETERS_UNCHECKED, SGD_PARAMS_UNCHECKED, STEP_STATE_DIFFERS, MOMENTUM_SWITCHED_ON,
-    FLOAT64_MOMENTUM, FLOAT64_BACKWARD_KERNEL,
+    FLOAT64_MOMENTUM, FLOAT64_BACKWARD_KERNEL, ASSIGN_CYCLE,
 )
 
 
