@@ -64,3 +64,27 @@ def test_a_difference_within_the_tolerance_is_no_divergence(program):
     delta = np.asarray(tolerance * scale / 4, dtype=value.dtype)
     changed = [*trace[:-1], _shifted(last, name, delta)]
     assert first_divergence(program, changed, trace) is None
+
+
+def test_a_grad_on_one_side_only_is_a_grads_difference_alone():
+    """Where the engine has a grad and the reference None (torch-fused under a random seed: a
+    backward that raised in the reference went through in the engine), the grad's
+    requires_grad is no second difference: the divergence's fields are {"grads"}, so a
+    deviation declared on grads (and the error) matches it."""
+    from conformance.compare import divergence
+    from conformance.program import Backward, Forward, Node, Param, Program, Ref
+
+    program = Program((Param("p0", np.ones(2)),), (
+        Forward("loss0", (Node("loss0", "sum", (Ref("p0"),)),)),
+        Backward("loss0", create_graph=True),  # grads' history is compared in this program
+    ))
+    expected = run(ENGINE, program)
+    assert expected[-1].grads["p0"] is not None
+    engine = [*expected[:-1], dataclasses.replace(expected[-1], grad_requires_grad={"p0": False})]
+    reference = [*expected[:-1], dataclasses.replace(
+        expected[-1], grads={"p0": None}, grad_requires_grad={"p0": None}, same_grad={"p0": None})]
+    found = divergence(program, engine, reference)
+    assert found is not None
+    assert found.fields == {"grads"}, found.fields
+    problems = first_divergence(program, engine, reference)[2]
+    assert not any("requires_grad" in problem for problem in problems), problems
