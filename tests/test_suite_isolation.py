@@ -267,7 +267,7 @@ EXPECTED = {  # how each dies, and the instruction its shrunk program dies at
 # still runs and is reported. The others run the properties where they crash and a few where
 # they don't (the run goes on after the crash): each kind of death is detected and its program
 # shrunk the same way whatever else runs. The whole suite cost 258 s for the abort and 120 s for
-# the exit engine (10 and 12 s now), mostly shrinking the same crash in other properties.
+# the exit engine (12 and 10 s now), mostly shrinking the same crash in other properties.
 # The hang runs under ``-n 2`` (a crash in an xdist worker) and without shrinking: every
 # hanging candidate the shrinker tries costs the whole time limit, so shrinking one hanging
 # property ran into Hypothesis's cap of 500 shrinks (about 300 s at 0.5 s each), and each of
