@@ -1,24 +1,14 @@
 """Compare two traces of the same program: the engine under test against the reference.
 
-Tolerances. Both sides run the same algorithm on the same dtype, so they differ only by
-rounding: fused multiply-adds (torch's ``add(alpha=)`` on AVX2/AVX512 CPUs), the summation
-order inside reductions and across branches, and transcendental functions that are correct to
-about one ulp. Generated values are O(1) (params and constants are drawn from [-4, 4], learning
-rates from [0, 1]), a program runs at most a few dozen roundings deep, and each rounding errs by
-at most one unit of the dtype's epsilon relative to an O(1) operand. So we allow, elementwise,
-``|actual - expected| <= tol * max(1, max|expected|)`` with ``tol = 2**-13`` (about 1000 ulps)
-for float32 and ``2**-33`` (about 2**19 ulps) for float64: generous against rounding, yet a
-wrong hyperparameter, a missing or doubled contribution, or a skipped step moves values by
-orders of magnitude more. NaN and infinity must occur in the same places, with the same sign.
-
-A program that mixes dtypes compares every value at the tolerance of its least precise dtype:
-torch's promotion lets a float64 param's grad come out of a float32 computation (a float64
-0-dim tensor times a float32 vector is float32), so it carries float32 rounding.
+After every instruction (:func:`divergence`), at the tolerances of :mod:`conformance.tolerance`
+(which says why they are what they are), and at the end of the program against the reference
+run on its own (:func:`drift`), where a difference that following hides could have added up.
+NaN and infinity must occur in the same places, with the same sign.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,17 +16,24 @@ import numpy as np
 from conformance.errors import ErrorKind
 from conformance.interpret import Observation
 from conformance.program import Backward, Program
+from conformance.tolerance import (
+    DRIFT_MIN_STEPS,
+    DRIFT_ULPS,
+    EPSILON,
+    TOLERANCE,
+    drift_tolerance,
+    program_epsilon,
+    program_tolerance,
+    scaled_difference,
+    updates,
+)
 
-TOLERANCE: dict[np.dtype, float] = {
-    np.dtype("float32"): 2.0**-13,
-    np.dtype("float64"): 2.0**-33,
-}
-
-
-FIELDS = ("error", "values", "grads", "grad identity", "grad history", "aliasing")
+FIELDS = ("error", "values", "grads", "grad identity", "grad history", "aliasing", "drift")
 """What a divergence can be in: the error raised (its category, or raising at all), param
 values, grads (values or None-ness), whether a grad is the same object as before, whether
-it requires grad, which grads share memory."""
+it requires grad, which grads share memory; or, in a run that agreed after every
+instruction, final param values that drifted from the reference's run on its own
+(:func:`drift`)."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +60,6 @@ class Divergence(AssertionError):
         super().__init__(message)
         self.found = found
         self.program = program
-
-
-def program_tolerance(program: Program) -> float:
-    """The tolerance of the least precise float dtype among the program's tensors."""
-    dtypes = [param.value.dtype for param in program.params]
-    return max((TOLERANCE[d] for d in dtypes if d in TOLERANCE), default=0.0)
 
 
 def array_mismatch(
@@ -224,6 +215,73 @@ def first_divergence(
         if problems:
             return got, want, problems
     return None
+
+
+def drift(
+    program: Program,
+    actual: Sequence[Observation],
+    alone: Sequence[Observation],
+    amplification: Callable[[], float],
+) -> FoundDivergence | None:
+    """Whether the engine's final params drifted from the reference's run on its own
+    (``alone``: no following), in a run that agreed after every instruction; None where they
+    are within :func:`conformance.tolerance.drift_tolerance`, or where the run is not compared:
+    fewer than ``DRIFT_MIN_STEPS`` updates, another outcome on its own (an error, a length),
+    or no estimate of its rounding's ``amplification`` (called only where needed: it runs the
+    reference twice more)."""
+    if updates(program, actual) < DRIFT_MIN_STEPS or len(actual) != len(alone):
+        return None
+    if any(got.error != want.error for got, want in zip(actual, alone, strict=True)):
+        return None
+    last, want = actual[-1], alone[-1]
+    distances = {}
+    for name, value in want.values.items():
+        distance = scaled_difference(last.values[name], value)
+        if distance is None:
+            return None
+        distances[name] = distance
+    if max(distances.values(), default=0.0) <= drift_tolerance(program, 0.0):
+        return None
+    kappa = amplification()
+    tolerance = drift_tolerance(program, kappa)
+    far = {name: distance for name, distance in distances.items() if distance > tolerance}
+    if not far:
+        return None
+    epsilon = program_epsilon(program)
+    dtype = next(str(dtype) for dtype, eps in EPSILON.items() if eps == epsilon)
+    problems = tuple(
+        f"{name}: max |difference| = {distance / epsilon:.1f} ulps of {dtype} (of max(1, "
+        f"max|{name}|)) > {tolerance / epsilon:.1f} = {DRIFT_ULPS:g} x max(1, kappa), "
+        f"kappa = {kappa:.2f}\n{_pair(last.values[name], want.values[name])}"
+        for name, distance in far.items()
+    )
+    dtypes = {param.name: str(param.value.dtype) for param in program.params}
+    return FoundDivergence(
+        index=want.index, fields=frozenset({"drift"}), engine_error=last.error,
+        reference_error=want.error, dtypes=frozenset(dtypes[name] for name in far),
+        problems=problems,
+    )
+
+
+def raise_drift(engine_name: str, program: Program, actual: Sequence[Observation],
+                found: FoundDivergence) -> None:
+    """Raise the :class:`Divergence` for a run that :func:`drift` found drifting."""
+    __tracebackhide__ = True
+    raised = [observation.index for observation in actual if observation.error is not None]
+    raise Divergence(
+        f"engine {engine_name!r} drifted from the reference over "
+        f"{updates(program, actual)} updates: after every "
+        "instruction it agreed within rounding with a reference that took its params after "
+        "each step, but the reference run on its own ends elsewhere, further than rounding "
+        "carries this program (kappa: the float32 ulps its params move between a float32 and "
+        "a float64 run of the reference; see conformance/tolerance.py):\n  - "
+        + "\n  - ".join(problem.replace("\n", "\n    ") for problem in found.problems)
+        + "\n\nReproduce with this torch script; it prints the state after each "
+        "instruction (torch's output is the expected one; compare the last values):\n\n"
+        + program.to_script(guarded=raised),
+        found,
+        program,
+    )
 
 
 def _error(observation: Observation) -> str:

@@ -12,10 +12,17 @@ from hypothesis.control import currently_in_test_context
 
 from conformance import interpret, isolation
 from conformance.adapter import Engine, KnownDeviation
-from conformance.compare import assert_same_trace, divergence
+from conformance.compare import (
+    FoundDivergence,
+    assert_same_trace,
+    divergence,
+    drift,
+    raise_drift,
+)
 from conformance.errors import EngineCrash
 from conformance.interpret import Observation, crashed_at, run
 from conformance.program import Program
+from conformance.tolerance import DRIFT_MIN_STEPS, rounding_amplification, updates
 
 CURRENT_PROPERTY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "conformance_property", default=None
@@ -55,11 +62,12 @@ CURRENT_TALLY: contextvars.ContextVar[Tally | None] = contextvars.ContextVar(
 
 def set_aside_known_deviations(
     engine: Engine, program: Program, trace: list[Observation], *, crashed: bool = False,
-    message: str = "",
+    message: str = "", compared: bool = False,
 ) -> None:
     """Discard this run if a scoped known deviation of the engine shows in it, unless the
     property being run is one of that deviation's witnesses; the tally counts it under the
-    deviation's label."""
+    deviation's label. ``compared``: the run is compared with the reference, its end without
+    following too (:func:`check_against_reference`), so a drift can show a deviation."""
     current = CURRENT_PROPERTY.get()
     if current is None or not currently_in_test_context():
         return  # a fixed example, or outside the suite: it must hold as it is
@@ -67,7 +75,8 @@ def set_aside_known_deviations(
         if deviation.witnessed_by(current):
             continue
         if deviation.diverges is not None:
-            shows = shows_deviation(deviation, program, trace, crashed=crashed, message=message)
+            shows = shows_deviation(deviation, program, trace, crashed=crashed, message=message,
+                                    compared=compared)
         elif deviation.applies is not None:
             shows = deviation.applies(program, trace)
         else:
@@ -80,17 +89,21 @@ def set_aside_known_deviations(
 
 
 def shows_deviation(deviation: KnownDeviation, program: Program, trace: list[Observation],
-                    *, crashed: bool = False, message: str = "") -> bool:
+                    *, crashed: bool = False, message: str = "", compared: bool = False) -> bool:
     """Whether this run — ``trace`` on the engine, up to its crash if ``crashed`` (which said
     ``message``) — shows the deviation as its ``diverges`` describes it: by its first
-    divergence from the reference."""
-    assert deviation.diverges is not None
+    divergence from the reference, or, in a run ``compared`` to the end that agreed after
+    every instruction, by its drift (where the deviation's fields admit "drift")."""
+    diverges = deviation.diverges
+    assert diverges is not None
     if crashed:
-        return deviation.diverges.matches(program, None, crashed_at(program, trace), message)
-    if deviation.diverges.crash:
+        return diverges.matches(program, None, crashed_at(program, trace), message)
+    if diverges.crash:
         return False
     found = divergence(program, trace, reference_trace(program))
-    return deviation.diverges.matches(program, found, None)
+    if found is None and compared and (not diverges.fields or "drift" in diverges.fields):
+        found = drift_divergence(program, trace)
+    return diverges.matches(program, found, None)
 
 
 _last_reference: tuple[Program, list[Observation]] | None = None
@@ -104,6 +117,37 @@ def reference_trace(program: Program, *, follow: list[Observation] | None = None
     if follow is not None or _last_reference is None or _last_reference[0] is not program:
         _last_reference = (program, run(reference_engine(), program, follow=follow))
     return _last_reference[1]
+
+
+_last_alone: tuple[Program, list[Observation]] | None = None
+_last_amplification: tuple[Program, float] | None = None
+
+
+def reference_alone(program: Program) -> list[Observation]:
+    """The reference's trace of ``program`` run on its own, never following an engine
+    (cached for the last program)."""
+    global _last_alone
+    if _last_alone is None or _last_alone[0] is not program:
+        _last_alone = (program, run(reference_engine(), program))
+    return _last_alone[1]
+
+
+def amplification(program: Program) -> float:
+    """How far rounding carries ``program``'s params (``kappa``, see
+    :func:`conformance.tolerance.rounding_amplification`; cached for the last program)."""
+    global _last_amplification
+    if _last_amplification is None or _last_amplification[0] is not program:
+        kappa = rounding_amplification(program, lambda p: run(reference_engine(), p))
+        _last_amplification = (program, kappa)
+    return _last_amplification[1]
+
+
+def drift_divergence(program: Program, trace: list[Observation]) -> FoundDivergence | None:
+    """Whether the engine's run (``trace``, which agreed after every instruction) ends further
+    from the reference's own run than rounding explains (:func:`conformance.compare.drift`)."""
+    if updates(program, trace) < DRIFT_MIN_STEPS:
+        return None  # without running the reference again
+    return drift(program, trace, reference_alone(program), lambda: amplification(program))
 
 
 def _execute(engine: Engine, program: Program) -> list[Observation]:
@@ -141,12 +185,17 @@ def check_against_reference(engine: Engine, program: Program) -> list[Observatio
     """Run ``program`` on both; raise ``Divergence`` at the first observable difference.
 
     The engine runs first; the reference then follows its param values after every step (see
-    :func:`conformance.interpret.run`). Returns the engine's trace, for properties that check
-    more on top.
+    :func:`conformance.interpret.run`). Where they agree after every instruction, the
+    engine's final params are compared with the reference's run on its own, for a difference
+    that following hid and the steps added up (:func:`drift_divergence`). Returns the
+    engine's trace, for properties that check more on top.
     """
     __tracebackhide__ = True
     actual = _run_on_engine(engine, program)
     expected = reference_trace(program, follow=actual)  # before applies, which may read it
-    set_aside_known_deviations(engine, program, actual)
+    set_aside_known_deviations(engine, program, actual, compared=True)
     assert_same_trace(engine.name, program, actual, expected)
+    found = drift_divergence(program, actual)
+    if found is not None:
+        raise_drift(engine.name, program, actual, found)
     return actual

@@ -35,6 +35,7 @@ MODULES = (
     "controls",
     "as_written",
     "adam",
+    "rounding",
 )
 
 

@@ -476,3 +476,37 @@ class AddedGroupInheritsLastGroup(_BrokenAdam):
     name = "added-group-inherits-last-group"
     adam = InheritsLastGroup
     catches_in = ("optimizers::test_add_param_group", "adam::test_param_groups", "optimizers")
+
+
+# --- bias correction from float32 powers of beta -----------------------------------------------
+class Float32Powers(HandAdam):
+    def update(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, Any],
+               hyper: Mapping[str, Any]) -> None:
+        self.dtype = p.dtype  # the powers' dtype: the param's, as a state tensor would be
+        super().update(p, grad, state, hyper)
+
+    def correction(self, beta: float, t: int) -> float:
+        if self.dtype != torch.float32:
+            return super().correction(beta, t)
+        power = torch.tensor(beta, dtype=torch.float32)
+        for _ in range(t - 1):
+            power = power * beta  # a float32 tensor times the float32 rounding of beta
+        return float(1 - power)
+
+
+class BiasCorrectionFromFloat32Powers(_BrokenAdam):
+    """For float32 params, ``βᵗ`` is kept as a float32 tensor multiplied by β every step, and
+    the correction is ``1 - βᵗ`` of it: float32(0.999) is 0.99900001, so ``1 - β₂ᵗ`` is 1.3e-5
+    too small relative to itself and every step is 6e-6 too long. torch computes ``βᵗ`` in
+    Python floats.
+
+    PaddlePaddle's Adam and AdamW keep ``beta1_pow_acc`` and ``beta2_pow_acc`` as tensors of
+    the param's dtype (its ``state_dict()`` lists them as FLOAT32 for a float32 param): three
+    steps of lr 1 on a constant grad end at -2.99998975 where torch ends at -3.0 (the built-in
+    paddle engine's finding, docs/engines/paddle.md). 6e-6 of a step is far inside the float32 tolerance
+    after each step; it adds up over the steps, the same way every time.
+    """
+
+    name = "bias-correction-from-float32-powers"
+    adam = Float32Powers
+    catches_in = ("adam::test_steps_match_reference", "adam", "training_loops")
