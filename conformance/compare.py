@@ -50,6 +50,8 @@ class FoundDivergence:
     dtypes: frozenset[str]
     """The dtypes of the params whose values or grads differ there."""
     problems: tuple[str, ...]
+    params: frozenset[str] = frozenset()
+    """The names of the params whose values or grads differ there."""
 
 
 class Divergence(AssertionError):
@@ -193,6 +195,7 @@ def divergence(
                 reference_error=want.error,
                 dtypes=frozenset(dtypes[name] for _, name, _ in found if name in dtypes),
                 problems=tuple(text for _, _, text in found),
+                params=frozenset(name for _, name, _ in found if name in dtypes),
             )
     return None
 
@@ -259,7 +262,7 @@ def drift(
     return FoundDivergence(
         index=want.index, fields=frozenset({"drift"}), engine_error=last.error,
         reference_error=want.error, dtypes=frozenset(dtypes[name] for name in far),
-        problems=problems,
+        problems=problems, params=frozenset(far),
     )
 
 

@@ -55,6 +55,11 @@ class Tally:
         return sum(self.set_aside.values()) / total if total else 0.0
 
 
+_COMPARED_TO_THE_END: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "conformance_compared_to_the_end", default=False
+)
+"""Whether the run being set aside is compared to its end (see :func:`end_drift`)."""
+
 CURRENT_TALLY: contextvars.ContextVar[Tally | None] = contextvars.ContextVar(
     "conformance_tally", default=None
 )
@@ -71,6 +76,16 @@ def set_aside_known_deviations(
     current = CURRENT_PROPERTY.get()
     if current is None or not currently_in_test_context():
         return  # a fixed example, or outside the suite: it must hold as it is
+    token = _COMPARED_TO_THE_END.set(compared)
+    try:
+        _set_aside(engine, program, trace, current, crashed=crashed, message=message,
+                   compared=compared)
+    finally:
+        _COMPARED_TO_THE_END.reset(token)
+
+
+def _set_aside(engine: Engine, program: Program, trace: list[Observation], current: str, *,
+               crashed: bool, message: str, compared: bool) -> None:
     for deviation in engine.known_deviations:
         if deviation.witnessed_by(current):
             continue
@@ -140,6 +155,18 @@ def amplification(program: Program) -> float:
         kappa = rounding_amplification(program, lambda p: run(reference_engine(), p))
         _last_amplification = (program, kappa)
     return _last_amplification[1]
+
+
+def end_drift(program: Program, trace: list[Observation]) -> FoundDivergence | None:
+    """For a known deviation's ``applies``: the drift of a run that agreed after every
+    instruction (:func:`drift_divergence`), where the run is compared to its end; None where it
+    is not (an oracle-free law), so that no run is set aside for what it does not check, and
+    where it diverged after an instruction (what it shows is that divergence)."""
+    if not _COMPARED_TO_THE_END.get():
+        return None
+    if divergence(program, trace, reference_trace(program)) is not None:
+        return None
+    return drift_divergence(program, trace)
 
 
 def drift_divergence(program: Program, trace: list[Observation]) -> FoundDivergence | None:
