@@ -5,7 +5,8 @@ comparison of the run's end with the reference run on its own.
 
 The programs are mini-batch loops of 20 to 30 batches: the longest runs the suite draws, and
 smooth (``linear`` and ``mse_loss`` or ``cross_entropy``), so a one-ulp nudge cannot flip a
-kink and be caught for that instead. Drawn derandomized: the same programs every run.
+kink and be caught for that instead; with every optimizer, and with SGD alone. Drawn
+derandomized: the same programs every run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from broken_engines.rounding import RoundsAwayFromZero
 from hypothesis import HealthCheck, given, settings
 
 from conformance import strategies as cs
-from conformance.adapter import Diverges
+from conformance.adapter import Capabilities, Diverges
 from conformance.compare import Divergence, divergence, drift
 from conformance.engines.torch_engines import TorchEngine
 from conformance.interpret import run
@@ -45,12 +46,18 @@ from conformance.tolerance import (
 PROGRAMS = 40
 
 
-def _long_programs() -> list[Program]:
+SGD_ONLY = Capabilities(unsupported={
+    "optim:adam": "Adam's bias corrections loosen the bound (see conformance.tolerance)",
+    "optim:adamw": "the same",
+})
+
+
+def _long_programs(capabilities: Capabilities) -> list[Program]:
     drawn: list[Program] = []
 
     @settings(max_examples=PROGRAMS, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck))
-    @given(cs.minibatch_loops(TorchEngine.capabilities, min_batches=20, max_batches=30))
+    @given(cs.minibatch_loops(capabilities, min_batches=20, max_batches=30))
     def collect(program: Program) -> None:
         drawn.append(program)
 
@@ -60,7 +67,12 @@ def _long_programs() -> list[Program]:
 
 @pytest.fixture(scope="module")
 def long_programs() -> list[Program]:
-    return _long_programs()
+    return _long_programs(TorchEngine.capabilities)
+
+
+@pytest.fixture(scope="module")
+def long_sgd_programs() -> list[Program]:
+    return _long_programs(SGD_ONLY)
 
 
 def _outcome(engine, program: Program) -> str:
@@ -82,19 +94,22 @@ def test_the_longest_programs_are_compared_at_their_end(long_programs):
     assert min(steps) >= DRIFT_MIN_STEPS, steps
 
 
-def test_torch_ends_within_the_drift_bound(long_programs):
-    outcomes = [_outcome(TorchEngine(), program) for program in long_programs]
-    assert outcomes == ["agrees"] * len(long_programs)
+@pytest.mark.parametrize("programs", ["long_programs", "long_sgd_programs"])
+def test_torch_ends_within_the_drift_bound(programs, request):
+    drawn = request.getfixturevalue(programs)
+    outcomes = [_outcome(TorchEngine(), program) for program in drawn]
+    assert outcomes == ["agrees"] * len(drawn)
 
 
-def test_a_one_ulp_per_op_drift_is_caught_at_the_end_only(long_programs):
-    outcomes = [_outcome(RoundsAwayFromZero(), program) for program in long_programs]
+def test_a_one_ulp_per_op_drift_is_caught_at_the_end_only(long_sgd_programs):
+    outcomes = [_outcome(RoundsAwayFromZero(), program) for program in long_sgd_programs]
     # Following hides it after every instruction. At the end it shows where the bias adds up:
-    # 8 of these 40 runs, with 8 to 14 ulps (torch: at most 1.5). In the others a loss with
-    # a minimum pulls the params back every step, so a bias of one ulp per step settles at
-    # about one ulp / (lr * curvature) instead of growing: 2 to 8 ulps, inside the bound.
+    # 9 of these 40 runs (torch: none). In the others a loss with a minimum pulls the params
+    # back every step, so a bias of one ulp per step settles near one ulp / (lr * curvature)
+    # instead of growing, inside the bound. SGD only: with Adam, float64 runs are allowed
+    # lr * beta / (1 - beta) ulps a step for the bias corrections, and few runs exceed that.
     assert "instruction" not in outcomes
-    assert outcomes.count("drift") >= 5, outcomes
+    assert outcomes.count("drift") >= len(outcomes) // 5, outcomes
 
 
 def test_amplification_is_zero_for_exact_arithmetic():
