@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         runtime_s=round(runtime, 1),
         deviations=[{"properties": list(d.properties), "reason": d.reason, "evidence": d.evidence}
                     for d in engine.known_deviations],
+        end_comparison=engine.capabilities.unsupported.get("steps_at_param_precision", ""),
     )
     ids = {r.id for r in report.results} | {r.id.split("[")[0] for r in report.results}
     if not {"-k", "-m"} & set(extra):  # a selected subset would make every other entry look stale

@@ -57,6 +57,9 @@ FEATURES: frozenset[str] = frozenset(
         "state_dict",  # optimizer.state_dict() loaded into a fresh optimizer
         "step_none_grad",  # step() while a param the optimizer holds has grad None (skipped)
         "step_0d_param",  # step() on a 0-d param (shape ()) the optimizer holds
+        # step() at the param's precision, hyperparameters as Python floats (as torch): without
+        # it the end of a run is not compared with the reference's own run (drift)
+        "steps_at_param_precision",
     }
 )
 """Everything an engine may declare unsupported."""
@@ -127,6 +130,10 @@ class Diverges:
     instruction instead, and ``message``, if given, is a regular expression its crash's message
     must contain (``re.search``): one crash told from another at the same instruction.
 
+    A run that agreed after every instruction but whose end drifted from the reference's own
+    run (field "drift") matches only a deviation whose ``fields`` name "drift" (empty fields
+    do not take it), and ``at`` does not apply to it: a drift is in no one instruction.
+
     >>> from conformance.program import Backward
     >>> Diverges(at=(Backward,), fields=("error", "grads"), engine_error=None,
     ...          reference_error=ErrorKind.INPLACE_MODIFIED)  # no in-place error, grads move
@@ -160,9 +167,15 @@ class Diverges:
                     and (not self.message or re.search(self.message, message) is not None))
         if found is None or crashed is not None:
             return False
-        after = program.instructions[found.index - 1] if found.index else None
-        if self.at and not isinstance(after, self.at):
-            return False
+        if "drift" in found.fields:
+            # A drift is in the run's end, after no instruction in particular: only a deviation
+            # that names it matches one, whatever its ``at``.
+            if "drift" not in self.fields:
+                return False
+        elif self.at:
+            after = program.instructions[found.index - 1] if found.index else None
+            if not isinstance(after, self.at):
+                return False
         if self.fields and not found.fields <= set(self.fields):
             return False
         if not set(self.involves) <= found.fields:

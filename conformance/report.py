@@ -90,6 +90,9 @@ class Report:
     runtime_s: float = 0.0
     interrupted: bool = False
     """The run was interrupted (Ctrl-C): the results are those of the properties that ran."""
+    end_comparison: str = ""
+    """Why the end of each run was not compared with the reference's own run (the engine
+    declared ``steps_at_param_precision`` unsupported); empty where it was."""
 
     def crashes(self) -> list[PropertyResult]:
         return [r for r in self.results if r.crash]
@@ -140,6 +143,8 @@ class Report:
             f"- verdict counts: {', '.join(f'{k}: {v}' for k, v in sorted(self.counts().items()))}",
             f"- examples set aside by known deviations: {self.share_set_aside():.1%} overall; "
             f"{len(self.flagged())} properties above {SET_ASIDE_FLAG:.0%} (marked ⚠)",
+            "- end of each run against the reference's own run (drift): "
+            + (f"not compared: {self.end_comparison}" if self.end_comparison else "compared"),
             "",
             "| semantic | property | verdict | programs | passed | set aside | reason |",
             "|---|---|---|---|---|---|---|",

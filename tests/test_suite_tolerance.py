@@ -166,3 +166,11 @@ def test_a_drift_is_a_divergence_in_the_drift_field_alone():
 
 def test_torch_does_not_drift_on_the_same_steps():
     check_against_reference(TorchEngine(), _three_adam_steps())
+
+
+class _DeclaresFloat32Steps(BiasCorrectionFromFloat32Powers):
+    capabilities = Capabilities(unsupported={"steps_at_param_precision": "float32 beta powers"})
+
+
+def test_an_engine_without_steps_at_param_precision_is_not_compared_at_the_end():
+    check_against_reference(_DeclaresFloat32Steps(), _three_adam_steps())

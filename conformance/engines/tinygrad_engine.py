@@ -625,7 +625,10 @@ STEP_STATE_DIFFERS = KnownDeviation(
         "(1) the state is float32 whatever the param's dtype: lr ('store lr in at least float32 "
         "precision', also when changed between steps), AdamW's moments m, v (OPTIM_DTYPE) and "
         "its beta powers b1_t, b2_t, so a float64 param moves by a float32-precision amount "
-        "(SGD lr=0.1: 1.0 - 0.1 gives 0.8999999985098839, not 0.9); "
+        "(SGD lr=0.1: 1.0 - 0.1 gives 0.8999999985098839, not 0.9), and a float32 param's "
+        "Adam step by 1 - b2_t computed from float32(0.999) = 0.99900001, 1.3e-5 too small "
+        "relative to itself (each step about 6e-6 too long), which adds up over a run (so "
+        "tinygrad declares steps_at_param_precision unsupported); "
         "(2) AdamW's bias corrections use b1_t, b2_t, running products of the betas in effect "
         "at each step, where torch computes 1 - beta ** step from the current betas: after a "
         "change of betas between steps the correction differs; "
@@ -638,7 +641,7 @@ STEP_STATE_DIFFERS = KnownDeviation(
     evidence="""\
 import numpy as np
 from tinygrad import Tensor, Context
-from tinygrad.nn.optim import SGD, AdamW
+from tinygrad.nn.optim import SGD, Adam, AdamW
 from tinygrad.nn.state import get_state_dict, load_state_dict
 # (1) float32 state for a float64 param
 p = Tensor(np.array([1.0]))              # float64
@@ -656,6 +659,14 @@ for _ in range(3):
     opt.zero_grad()
 print(repr(p.numpy()), opt.m[0].dtype)   # [-0.33589447, 0.53698903] dtypes.float
                                          # torch: [-0.33590462, 0.53697483] (float64 state)
+p = Tensor(np.array([0.0], dtype=np.float32))  # float32: the beta powers' own rounding
+opt = Adam([p], lr=1.0)
+for _ in range(3):
+    p.sum().backward()                   # a grad of 1: torch moves p by exactly lr a step
+    with Context(TRAINING=1):
+        opt.step()
+    opt.zero_grad()
+print(repr(p.numpy()[0]), opt.b2_t.dtype)  # -2.9999697 dtypes.float; torch: -3.0
 # (2) betas changed between steps
 p = Tensor(np.array([1.0], dtype=np.float32))
 opt = AdamW([p], lr=0.1, b1=0.5, b2=0.5, weight_decay=0.0)
@@ -865,6 +876,12 @@ class TinygradEngine(Engine):
                          "fewer dimensions. shape=(1,) to new_shape=()'): lr is a shape-(1,) "
                          "tensor, so the update has shape (1,) (SGD, Adam and AdamW alike); "
                          "torch steps 0-d params like any other",
+        "steps_at_param_precision": "the optimizers keep lr, Adam's moments and beta powers "
+                                    "in float32 (OPTIM_DTYPE) whatever the param's dtype "
+                                    "(STEP_STATE_DIFFERS): every step differs from torch's by "
+                                    "their float32 rounding, and over a run that adds up, so "
+                                    "the end of nearly every run with an Adam step or a "
+                                    "float64 param drifts",
     })
     known_deviations = KNOWN_DEVIATIONS
 
