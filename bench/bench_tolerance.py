@@ -32,20 +32,18 @@ from hypothesis import HealthCheck, given, settings
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conformance import strategies as cs
-from conformance.compare import divergence
+from conformance.compare import divergence, end_distances
 from conformance.engines import load_engine
 from conformance.errors import EngineCrash
 from conformance.interpret import Observation, run
 from conformance.program import Program
 from conformance.runner import reference_engine
 from conformance.tolerance import (
-    DRIFT_MIN_STEPS,
     DRIFT_ULPS,
     INSTRUCTION_ULPS,
     program_epsilon,
     rounding_amplification,
     scaled_difference,
-    updates,
 )
 
 KINDS = ("programs", "loops", "minibatch")
@@ -105,18 +103,13 @@ def measure(engine: Any, kind: str, examples: int) -> dict[str, Any]:
         dtype = str(dtypes.pop()) if len(dtypes) == 1 else "float32"
         worst = instruction_ulps(program, actual, followed)
         result["instruction"][dtype] = max(result["instruction"][dtype], worst)
-        alone = run(reference, program)
-        if (updates(program, actual) < DRIFT_MIN_STEPS or len(alone) != len(actual)
-                or any(a.error != b.error for a, b in zip(actual, alone, strict=True))):
-            continue
-        distances = [scaled_difference(actual[-1].values[name], value)
-                     for name, value in alone[-1].values.items()]
-        if None in distances:
+        distances = end_distances(program, actual, run(reference, program))
+        if distances is None:
             continue
         kappa = rounding_amplification(program, lambda p: run(reference, p))
         if not np.isfinite(kappa):
             continue
-        ratio = max(d for d in distances if d is not None) / program_epsilon(program)
+        ratio = max(distances.values(), default=0.0) / program_epsilon(program)
         ratio /= max(1.0, kappa)
         result["compared"] += 1
         result["end"] = max(result["end"], ratio)

@@ -220,6 +220,25 @@ def first_divergence(
     return None
 
 
+def end_distances(program: Program, actual: Sequence[Observation],
+                  alone: Sequence[Observation]) -> dict[str, float] | None:
+    """Each param's scaled distance (``scaled_difference``) between the engine's final value and
+    the reference's run on its own (``alone``); None where the run is not compared at its end:
+    fewer than ``DRIFT_MIN_STEPS`` updates, another outcome on its own (an error, a length),
+    or NaN or infinity in different places."""
+    if updates(program, actual) < DRIFT_MIN_STEPS or len(actual) != len(alone):
+        return None
+    if any(got.error != want.error for got, want in zip(actual, alone, strict=True)):
+        return None
+    distances = {}
+    for name, value in alone[-1].values.items():
+        distance = scaled_difference(actual[-1].values[name], value)
+        if distance is None:
+            return None
+        distances[name] = distance
+    return distances
+
+
 def drift(
     program: Program,
     actual: Sequence[Observation],
@@ -228,21 +247,13 @@ def drift(
 ) -> FoundDivergence | None:
     """Whether the engine's final params drifted from the reference's run on its own
     (``alone``: no following), in a run that agreed after every instruction; None where they
-    are within :func:`conformance.tolerance.drift_tolerance`, or where the run is not compared:
-    fewer than ``DRIFT_MIN_STEPS`` updates, another outcome on its own (an error, a length),
-    or no estimate of its rounding's ``amplification`` (called only where needed: it runs the
-    reference twice more)."""
-    if updates(program, actual) < DRIFT_MIN_STEPS or len(actual) != len(alone):
-        return None
-    if any(got.error != want.error for got, want in zip(actual, alone, strict=True)):
+    are within :func:`conformance.tolerance.drift_tolerance`, or where the run is not compared
+    (:func:`end_distances`). ``amplification`` is called only where needed: it runs the
+    reference twice more."""
+    distances = end_distances(program, actual, alone)
+    if distances is None:
         return None
     last, want = actual[-1], alone[-1]
-    distances = {}
-    for name, value in want.values.items():
-        distance = scaled_difference(last.values[name], value)
-        if distance is None:
-            return None
-        distances[name] = distance
     if max(distances.values(), default=0.0) <= drift_tolerance(program, 0.0):
         return None
     kappa = amplification()
