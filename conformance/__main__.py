@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         engine=engine.name,
         engine_version=engine.version(),
         profile=args.profile,
-        seed="derandomized" if args.profile == "ci" else "random",
+        seed="derandomized" if profiles.derandomized(args.profile) else "random",
         versions=versions(),
         results=collector.finished_results(),
         exit_code=exit_code,

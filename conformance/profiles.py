@@ -1,8 +1,12 @@
-"""Hypothesis settings profiles for the suite: ``ci`` (the gate), ``dev``, ``thorough`` and
-``fuzz`` (the nightly tier), and the fuzz tier's time budget.
+"""Hypothesis settings profiles for the suite: ``ci`` (the gate), ``quick``, ``dev``,
+``thorough`` and ``fuzz`` (the nightly tier), and the fuzz tier's time budget.
 
 ``ci`` is derandomized with no example database and reports one failure per property, so two
-runs on the same engine give the same verdicts and the same reports; ``thorough`` keeps the
+runs on the same engine give the same verdicts and the same reports. ``quick`` is ``ci`` with a
+third of its examples: a smoke run, for a change that needs a first answer in minutes (and CI's
+run of the slowest built-in engine); an engine's known deviations were recorded against ``ci``'s
+programs, which ``quick`` may not reach, so there a witness that does not reach its deviation
+passes and the report says so, as under random seeds. ``thorough`` keeps the
 database so failures found once are replayed first next time. ``fuzz`` draws from random seeds,
 many examples per property, and saves its failures into a database that many machines can share
 (:mod:`conformance.database`); the gate replays them (``--database URL --replay``).
@@ -20,8 +24,11 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from conformance.database import FUZZ_DIRECTORY
 
-PROFILES = ("ci", "dev", "thorough", "fuzz")
+PROFILES = ("ci", "quick", "dev", "thorough", "fuzz")
 DEFAULT_PROFILE = "ci"
+# The profile known deviations are recorded against: only its runs draw the programs a witness
+# was seen failing on, every time, so only there is a witness that passes an error (strict).
+RECORDED_PROFILE = "ci"
 
 _COMMON = {
     "deadline": None,  # engines differ wildly in per-call overhead; speed is benchmarked, not tested
@@ -47,6 +54,7 @@ settings.register_profile(
     report_multiple_bugs=False,
     **_COMMON,
 )
+settings.register_profile("quick", settings.get_profile("ci"), max_examples=20)
 settings.register_profile("dev", _HYPOTHESIS_DEFAULTS, max_examples=30, **_COMMON)
 settings.register_profile("thorough", _HYPOTHESIS_DEFAULTS, max_examples=1000, **_COMMON)
 # Without --budget, 10_000 programs per property: about 2.5 hours for torch's 133 properties at
@@ -63,6 +71,11 @@ settings.register_profile(
     phases=tuple(phase for phase in Phase if phase != Phase.explain),
     **_COMMON,
 )
+
+def derandomized(name: str) -> bool:
+    """Whether the profile ``name`` draws the same programs every run."""
+    return bool(settings.get_profile(name).derandomize)
+
 
 def draw_without_local_literals() -> bool:
     """Stop Hypothesis from mixing numeric literals of "local" modules into what it draws.

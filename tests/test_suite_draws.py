@@ -78,7 +78,7 @@ def test_hypothesis_would_have_drawn_them_otherwise(tmp_path: Path) -> None:
 PROFILE_SCRIPT = textwrap.dedent("""
     from hypothesis import settings
     import conformance.profiles
-    for name in ("ci", "dev", "thorough", "fuzz"):
+    for name in conformance.profiles.PROFILES:
         profile = settings.get_profile(name)
         print(name, profile.derandomize, profile.database is not None)
 """)
@@ -93,6 +93,7 @@ def test_profiles_do_not_inherit_from_a_ci_environment(ci_variable: dict[str, st
     settings_by_name = {line.split()[0]: line.split()[1:] for line in out if line}
     assert settings_by_name == {  # name: derandomize, has a database
         "ci": ["True", "False"],
+        "quick": ["True", "False"],
         "dev": ["False", "True"],
         "thorough": ["False", "True"],
         "fuzz": ["False", "True"],
