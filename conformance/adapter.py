@@ -57,6 +57,8 @@ FEATURES: frozenset[str] = frozenset(
         "state_dict",  # optimizer.state_dict() loaded into a fresh optimizer
         "step_none_grad",  # step() while a param the optimizer holds has grad None (skipped)
         "step_0d_param",  # step() on a 0-d param (shape ()) the optimizer holds
+        "step_mixed_dtypes",  # one optimizer holding float32 and float64 params
+        "step_float64",  # step() on a float64 param, at float64 precision
         # step() at the param's precision, hyperparameters as Python floats (as torch): without
         # it the end of a run is not compared with the reference's own run (drift)
         "steps_at_param_precision",

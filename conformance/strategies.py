@@ -56,6 +56,17 @@ def _check_range(name: str, low: int, high: int) -> None:
         raise InvalidArgument(f"need 0 <= min_{name} <= max_{name}, got {low} and {high}")
 
 
+def stepped_dtypes(capabilities: Capabilities) -> tuple[np.dtype, ...]:
+    """The dtypes of params an optimizer may step: the engine's, but float64 where it
+    declared ``step_float64`` unsupported (unless float64 is all it has)."""
+    dtypes = capabilities.dtypes
+    if not dtypes:
+        raise InvalidArgument("the engine supports neither float32 nor float64")
+    if not capabilities.supports("step_float64") and len(dtypes) > 1:
+        dtypes = tuple(dtype for dtype in dtypes if dtype != np.dtype("float64"))
+    return dtypes
+
+
 def draw_params(
     draw: Draw,
     capabilities: Capabilities,
@@ -70,13 +81,17 @@ def draw_params(
     (``positive``: in [0.5, 4], for an op with a singular point tested alone).
 
     Params an optimizer will step (``stepped``, or inside a :func:`steps_every_loss`
-    property) are never 0-d where the engine declared ``step_0d_param`` unsupported; for every
-    other engine, and for params nothing steps, the draws are the same as without it."""
+    property) are never 0-d where the engine declared ``step_0d_param`` unsupported, never
+    float64 where it declared ``step_float64`` unsupported, and all of one dtype where it
+    declared ``step_mixed_dtypes`` unsupported; for every other engine, and for params nothing
+    steps, the draws are the same as without them."""
     _check_range("size", min_size, max_size)
-    if ((stepped or _STEPS_EVERY_LOSS.get()) and not capabilities.supports("step_0d_param")
+    stepping = stepped or _STEPS_EVERY_LOSS.get()
+    if (stepping and not capabilities.supports("step_0d_param")
             and any(shape != () for shape in shapes)):
         shapes = [shape for shape in shapes if shape != ()]
-    dtypes = capabilities.dtypes
+    mixed = not (stepping and not capabilities.supports("step_mixed_dtypes"))
+    dtypes = stepped_dtypes(capabilities) if stepping else capabilities.dtypes
     if not dtypes:
         raise InvalidArgument("the engine supports neither float32 nor float64")
     count = integer(draw, min_size, max_size)
@@ -87,7 +102,7 @@ def draw_params(
     drawn = []
     for i in range(count):
         shape = choose(draw, list(shapes))
-        dtype = choose(draw, [usual] * 6 + list(dtypes)) if len(dtypes) > 1 else usual
+        dtype = choose(draw, [usual] * 6 + list(dtypes)) if mixed and len(dtypes) > 1 else usual
         drawn.append(Param(f"p{i}", draw(values(shape, dtype, positive=positive))))
     return tuple(drawn)
 
@@ -544,7 +559,7 @@ def minibatch_loops(
     losses = [loss for loss in LOSSES if capabilities.supports(f"op:{loss}")]
     if not capabilities.supports("op:linear") or not losses:
         raise InvalidArgument("mini-batch loops need the linear op and mse_loss or cross_entropy")
-    dtype = choose(draw, capabilities.dtypes)
+    dtype = choose(draw, stepped_dtypes(capabilities))
     features_in, features_out = integer(draw, 1, 3), integer(draw, 1, 3)
     loss_fn = choose(draw, losses)
     if loss_fn == "cross_entropy":

@@ -455,3 +455,63 @@ def test_no_0d_param_is_stepped_where_the_engine_cannot_step_one():
     assert () not in drawn["stepping"], drawn["stepping"]
     assert () in drawn["not stepping"], drawn["not stepping"]
     assert () in drawn["programs, supported"], drawn["programs, supported"]
+
+
+def _dtypes_drawn(caps: Capabilities) -> dict[str, list[set[str]]]:
+    """The set of param dtypes of each draw: of programs and mini-batch loops (with ``caps``),
+    of programs with every feature, of params drawn inside a ``@cs.steps_every_loss`` property, and of params
+    nothing steps."""
+    drawn: dict[str, list[set[str]]] = {"programs": [], "stepping": [], "not stepping": [],
+                                        "programs, supported": []}
+
+    def dtypes(params) -> set[str]:
+        return {str(p.value.dtype) for p in params}
+
+    @settings(max_examples=150, database=None, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(cs.programs(caps), cs.minibatch_loops(caps), cs.programs(CAPS))
+    def collect(program, minibatch, supported):
+        drawn["programs"] += [dtypes(program.params), dtypes(minibatch.params)]
+        drawn["programs, supported"].append(dtypes(supported.params))
+
+    @settings(max_examples=150, database=None, deadline=None, derandomize=True)
+    @given(st.data())
+    @cs.steps_every_loss
+    def stepping(data):
+        drawn["stepping"].append(dtypes(data.draw(cs.params(caps))))
+
+    @settings(max_examples=150, database=None, deadline=None, derandomize=True)
+    @given(cs.params(caps))
+    def not_stepping(params):
+        drawn["not stepping"].append(dtypes(params))
+
+    collect()
+    stepping()
+    not_stepping()
+    return drawn
+
+
+def test_stepped_params_share_one_dtype_where_the_engine_cannot_mix_them():
+    """Declare step_mixed_dtypes unsupported: programs, and properties that build their own
+    steps, draw the params an optimizer holds in one dtype; params nothing steps still mix
+    dtypes, and with the feature, stepped params do too."""
+    drawn = _dtypes_drawn(
+        Capabilities(unsupported={"step_mixed_dtypes": "declared unsupported by this test"}))
+    mixed = {kind: sum(len(found) > 1 for found in draws) for kind, draws in drawn.items()}
+    assert mixed["programs"] == 0, mixed
+    assert mixed["stepping"] == 0, mixed
+    assert mixed["not stepping"] > 0, mixed
+    assert mixed["programs, supported"] > 0, mixed
+
+
+def test_no_float64_param_is_stepped_where_the_engine_cannot_step_one():
+    """Declare step_float64 unsupported: programs, and properties that build their own steps,
+    draw float32 params only; params nothing steps are float64 too, and with the feature,
+    stepped params are."""
+    drawn = _dtypes_drawn(
+        Capabilities(unsupported={"step_float64": "declared unsupported by this test"}))
+    float64 = {kind: sum("float64" in found for found in draws) for kind, draws in drawn.items()}
+    assert float64["programs"] == 0, float64
+    assert float64["stepping"] == 0, float64
+    assert float64["not stepping"] > 0, float64
+    assert float64["programs, supported"] > 0, float64

@@ -58,7 +58,7 @@ def test_k_backward_passes_give_k_times_the_grad(engine, data):
 def test_zero_grad_then_step_changes_nothing(engine, data):
     """After ``zero_grad()`` (set_to_none) every grad is None, so ``step()`` skips every param
     — even with momentum buffers and weight decay in play."""
-    params = data.draw(cs.params(engine.capabilities), label="params")
+    params = data.draw(cs.params(engine.capabilities, stepped=True), label="params")
     info = data.draw(cs.graphs(engine.capabilities, loss="loss0", params=params),
                      label="forward")
     hyper = data.draw(cs.hyperparameters(engine.capabilities), label="hyperparameters")
