@@ -265,8 +265,9 @@ EXPECTED = {  # how each dies, and the instruction its shrunk program dies at
 }
 # What each run selects. The segfault runs the whole suite: after a crash, every property
 # still runs and is reported (under the quick profile: how many programs each property draws
-# after the crash is not what is checked, and the whole ci run took 117 s of CI). The others run the properties where they crash and a few where
-# they don't (the run goes on after the crash): each kind of death is detected and its program
+# after the crash is not what is checked, and the whole ci run took 117 s of CI). The others
+# run the properties where they crash and a few where they don't (the run goes on after the
+# crash): each kind of death is detected and its program
 # shrunk the same way whatever else runs. The whole suite cost 258 s for the abort and 120 s for
 # the exit engine (12 and 10 s now), mostly shrinking the same crash in other properties.
 # The hang runs under ``-n 2`` (a crash in an xdist worker) and without shrinking: every
@@ -379,11 +380,15 @@ def test_ctrl_c_writes_the_partial_report_exits_2_and_leaves_no_worker(
         engines: Path, tmp_path: Path) -> None:
     pidfile = tmp_path / "worker.pid"
     marker = f"interrupt-{tmp_path.name}"
+    # As a user's terminal starts it: with Ctrl-C's default action. A run started in the
+    # background of a non-interactive shell (a CI script's `cmd &`) inherits SIGINT ignored,
+    # and Python then never raises KeyboardInterrupt: the test would check the shell instead.
     process = subprocess.Popen(
         [sys.executable, "-m", "conformance", "isolation_engines:HangsOnGradientWritingPid",
          "--report", str(tmp_path), "--", "-k", "accumulation"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=_environment(marker, engines, HANG_PIDFILE=str(pidfile)))
+        env=_environment(marker, engines, HANG_PIDFILE=str(pidfile)),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while not pidfile.exists() or not pidfile.read_text():
