@@ -98,17 +98,6 @@ def array_mismatch(
     return None
 
 
-def observation_mismatches(
-    actual: Observation, expected: Observation, *, tolerance: float = 0.0, history: bool = True
-) -> list[str]:
-    """Every way the engine's state differs from the reference's at one point. ``history``:
-    compare whether each grad requires grad (:func:`first_divergence` does so only in programs
-    with a ``backward(create_graph=True)``, the only way a torch grad gets history; elsewhere
-    an engine whose grads require grad anyway shows it where it matters, in what a user's edit
-    of such a grad does)."""
-    return [text for _, _, text in _mismatches(actual, expected, tolerance, history)]
-
-
 def _mismatches(
     actual: Observation, expected: Observation, tolerance: float, history: bool
 ) -> list[tuple[str, str | None, str]]:

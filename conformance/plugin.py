@@ -437,8 +437,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # passes, and the report says so.
     from hypothesis import settings
 
-    fixed_draws = bool(settings.default and settings.default.derandomize) \
-        and settings.get_current_profile_name() == profiles.RECORDED_PROFILE
+    fixed_draws = settings.get_current_profile_name() == profiles.RECORDED_PROFILE
     for item, pid in properties:
         for marker in item.iter_markers("requires"):
             for feature in marker.args:

@@ -56,13 +56,14 @@ def _check_range(name: str, low: int, high: int) -> None:
         raise InvalidArgument(f"need 0 <= min_{name} <= max_{name}, got {low} and {high}")
 
 
-def stepped_dtypes(capabilities: Capabilities) -> tuple[np.dtype, ...]:
-    """The dtypes of params an optimizer may step: the engine's, but float64 where it
-    declared ``step_float64`` unsupported (unless float64 is all it has)."""
+def param_dtypes(capabilities: Capabilities, *, stepped: bool) -> tuple[np.dtype, ...]:
+    """The dtypes a param may have: the engine's, and for one an optimizer may step
+    (``stepped``) not float64 where it declared ``step_float64`` unsupported (unless float64
+    is all it has)."""
     dtypes = capabilities.dtypes
     if not dtypes:
         raise InvalidArgument("the engine supports neither float32 nor float64")
-    if not capabilities.supports("step_float64") and len(dtypes) > 1:
+    if stepped and not capabilities.supports("step_float64") and len(dtypes) > 1:
         dtypes = tuple(dtype for dtype in dtypes if dtype != np.dtype("float64"))
     return dtypes
 
@@ -90,10 +91,8 @@ def draw_params(
     if (stepping and not capabilities.supports("step_0d_param")
             and any(shape != () for shape in shapes)):
         shapes = [shape for shape in shapes if shape != ()]
-    mixed = not (stepping and not capabilities.supports("step_mixed_dtypes"))
-    dtypes = stepped_dtypes(capabilities) if stepping else capabilities.dtypes
-    if not dtypes:
-        raise InvalidArgument("the engine supports neither float32 nor float64")
+    mixed = not stepping or capabilities.supports("step_mixed_dtypes")
+    dtypes = param_dtypes(capabilities, stepped=stepping)
     count = integer(draw, min_size, max_size)
     # One dtype for the program, and now and then a param of another: a mixed-dtype model is
     # an edge users reach, not the usual case (a known deviation about it would otherwise set
@@ -559,7 +558,7 @@ def minibatch_loops(
     losses = [loss for loss in LOSSES if capabilities.supports(f"op:{loss}")]
     if not capabilities.supports("op:linear") or not losses:
         raise InvalidArgument("mini-batch loops need the linear op and mse_loss or cross_entropy")
-    dtype = choose(draw, stepped_dtypes(capabilities))
+    dtype = choose(draw, param_dtypes(capabilities, stepped=True))
     features_in, features_out = integer(draw, 1, 3), integer(draw, 1, 3)
     loss_fn = choose(draw, losses)
     if loss_fn == "cross_entropy":

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from conformance.adapter import Capabilities, Diverges, Engine, KnownDeviation
-from conformance.compare import array_mismatch, first_divergence, program_tolerance
+from conformance.compare import array_mismatch, divergence, first_divergence, program_tolerance
 from conformance.errors import ErrorKind
 from conformance.graphs import reached
 from conformance.ops import ALL_OPS, PYTHON_OPERATORS
@@ -225,17 +225,28 @@ def _instruction(program: Program, observation: Any) -> Any:
     return program.instructions[observation.index - 1] if observation.index else None
 
 
+def _grads_at_backward(ops: Collection[str], program: Program,
+                       trace: Trace) -> list[tuple[str, Any, Any, str]] | None:
+    """For a run using one of ``ops`` whose first difference is right after a backward that
+    raised nowhere: each grad whose values differ there, as ``(param, engine's, reference's,
+    why)`` (empty where only something else differs); None for every other run."""
+    first = _first_divergence(program, trace)
+    if first is None or not _uses(ops, program):
+        return None
+    got, want = first
+    if not isinstance(_instruction(program, got), Backward) or got.error or want.error:
+        return None
+    tolerance = program_tolerance(program)
+    return [(name, got.grads[name], grad, why) for name, grad in want.grads.items()
+            if grad is not None and got.grads[name] is not None
+            and (why := array_mismatch(got.grads[name], grad, tolerance=tolerance)) is not None]
+
+
 def _tie_split(*ops: str) -> Callable[[Program, Trace], bool]:
-    """Runs using one of ``ops`` that first differ in a grad value at a backward that raised
-    nowhere."""
+    """Runs using one of ``ops`` that first differ at a backward that raised nowhere."""
 
     def predicate(program: Program, trace: Trace) -> bool:
-        first = _first_divergence(program, trace)
-        if first is None or not _uses(ops, program):
-            return False
-        got, want = first
-        return (isinstance(_instruction(program, got), Backward)
-                and got.error is None and want.error is None)
+        return _grads_at_backward(ops, program, trace) is not None
 
     return predicate
 
@@ -245,40 +256,29 @@ def _nonfinite_grad_differs(op: str) -> Callable[[Program, Trace], bool]:
     a grad is NaN or infinite."""
 
     def predicate(program: Program, trace: Trace) -> bool:
-        first = _first_divergence(program, trace)
-        if first is None or not _uses({op}, program):
+        differing = _grads_at_backward({op}, program, trace)
+        if not differing:
             return False
-        got, want = first
-        if not isinstance(_instruction(program, got), Backward) or got.error or want.error:
-            return False
-        tolerance = program_tolerance(program)
-        whys = [
-            why for name, grad in want.grads.items()
-            if grad is not None and got.grads[name] is not None
-            and (why := array_mismatch(got.grads[name], grad, tolerance=tolerance)) is not None
-        ]
-        return bool(whys) and all(why.endswith("in different places") for why in whys)
+        return all(why.endswith("in different places") for _, _, _, why in differing)
 
     return predicate
 
 
 def _grads_flushed_by_tanh(program: Program, trace: Trace) -> bool:
-    """Runs using tanh that first differ at a backward that raised nowhere, only in grads, and
-    there only where the engine's grad is 0: a kink after a tanh that gave 0 for a tiny input
-    (abs, relu, clamp: their grad at 0 is 0)."""
-    first = _first_divergence(program, trace)
-    if first is None or not _uses({"tanh"}, program):
+    """Runs using tanh that first differ at a backward that raised nowhere, only in grad values
+    (no other field, no grad None on one side only), and there only where the engine's grad is
+    0: a kink after a tanh that gave 0 for a tiny input (abs, relu, clamp: their grad at 0 is
+    0)."""
+    differing = _grads_at_backward({"tanh"}, program, trace)
+    if not differing:
         return False
-    got, want = first
-    if not isinstance(_instruction(program, got), Backward) or got.error or want.error:
+    found = divergence(program, trace, reference_trace(program))
+    assert found is not None  # _grads_at_backward found the same first difference
+    if found.fields != {"grads"} or found.params != {name for name, _, _, _ in differing}:
         return False
-    tolerance = program_tolerance(program)
-    differing = [(got.grads[name], grad) for name, grad in want.grads.items()
-                 if grad is not None and got.grads[name] is not None
-                 and array_mismatch(got.grads[name], grad, tolerance=tolerance) is not None]
-    return bool(differing) and all(
-        engine.shape == reference.shape and bool(np.all((engine == 0) | (engine == reference)))
-        for engine, reference in differing)
+    return all(engine.shape == reference.shape
+               and bool(np.all((engine == 0) | (engine == reference)))
+               for _, engine, reference, _ in differing)
 
 
 def _grads_written_before_error(kind: ErrorKind) -> Callable[[Program, Trace], bool]:
