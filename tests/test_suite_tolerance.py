@@ -34,7 +34,13 @@ from conformance.program import (
     Step,
     ZeroGrad,
 )
-from conformance.runner import check_against_reference, reference_engine
+from conformance.runner import (
+    _followed_nothing,
+    check_against_reference,
+    reference_alone,
+    reference_engine,
+    reference_trace,
+)
 from conformance.tolerance import (
     DRIFT_MIN_STEPS,
     EPSILON,
@@ -110,6 +116,29 @@ def test_a_one_ulp_per_op_drift_is_caught_at_the_end_only(long_sgd_programs):
     # lr * beta / (1 - beta) ulps a step for the bias corrections, and few runs exceed that.
     assert "instruction" not in outcomes
     assert outcomes.count("drift") >= len(outcomes) // 5, outcomes
+
+
+def _bits(trace: list) -> list:
+    return [(o.error, {n: (v.dtype, v.shape, v.tobytes()) for n, v in o.values.items()},
+             {n: None if g is None else (g.dtype, g.shape, g.tobytes()) for n, g in o.grads.items()})
+            for o in trace]
+
+
+@pytest.mark.parametrize("engine", [TorchEngine, RoundsAwayFromZero])
+def test_the_run_on_its_own_is_reused_only_where_following_changed_nothing(engine, long_programs):
+    """The end comparison's run of the reference on its own is not run again where the run
+    that followed the engine overwrote nothing: that run is then the same, bit for bit. Every
+    run's reference on its own is checked against a fresh one, reused or not."""
+    reused = 0
+    for program in long_programs:
+        trace = run(engine(), program)
+        followed = reference_trace(program, follow=trace)
+        alone = run(reference_engine(), program)
+        if _followed_nothing(program, trace, followed):
+            reused += 1
+            assert _bits(followed) == _bits(alone)
+        assert _bits(reference_alone(program, trace)) == _bits(alone)
+    assert 0 < reused < len(long_programs), reused  # both ways checked (torch 11, the other 4)
 
 
 def test_amplification_is_zero_for_exact_arithmetic():
