@@ -5,7 +5,9 @@
 
 - adds ``--engine`` (or ``CONFORMANCE_ENGINE``) and provides the session fixture ``engine``;
 - skips properties marked ``@pytest.mark.requires("feature")`` that the engine declared
-  unsupported, with the engine's reason;
+  unsupported, with the engine's reason; registers the marker ``optimizer`` (the properties
+  whose programs construct an optimizer: ``-m optimizer`` for an engine that differs from an
+  engine already checked only in its optimizers);
 - runs the engine's known deviations as xfails (strict under the derandomized ``ci`` profile)
   and reports entries that match nothing;
 - loads the ``ci`` Hypothesis profile unless ``--hypothesis-profile`` says otherwise;
@@ -108,6 +110,11 @@ def _seconds(text: str) -> float:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "requires(feature): skip unless the engine supports the feature"
+    )
+    config.addinivalue_line(
+        "markers", "optimizer: the property's programs construct an optimizer; '-m optimizer' "
+        "runs only these, for an engine whose autograd is one already checked (torch with "
+        "other optimizers: foreach, fused, hand-written)"
     )
     spec = config.getoption("engine") or os.environ.get(ENGINE_ENV)
     if spec or _collects_properties(config):

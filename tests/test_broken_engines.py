@@ -2,13 +2,17 @@
 
 Each engine runs the whole suite in its own process (engines are session-wide state), as a
 user would: ``python -m pytest --pyargs conformance --engine tests.broken_engines.<mod>:<Cls>``,
-forked from a process that imported torch and Hypothesis once (``tests/forked_pytest.py``).
+forked from a process that imported torch and Hypothesis once (``tests/forked_pytest.py``),
+with the engine in that process (``--no-isolate``) unless it kills the process it runs in
+(the ``crashes`` family, ``Entry.isolated``).
 
 - A broken engine must make at least one property fail. The run uses ``-x``, the ``catalogue``
   profile (``ci`` without shrinking: derandomized, 60 examples) and runs the property modules
   named in the engine's ``catches_in`` first; the verdict is the same as the suite's natural
   order, only sooner.
-- A control must pass the ``ci`` profile: every property passes or is skipped.
+- A control must pass the ``ci`` profile: every property passes or is skipped. The controls
+  that replace only torch's optimizers run the properties that construct one
+  (``-m optimizer``): the rest would run torch itself.
 
 Parametrized one test per engine, so ``-n 2`` spreads them over two workers. Set
 ``BROKEN_ENGINES_PYTEST_ARGS`` to pass extra options to every run (e.g. during development,
@@ -34,9 +38,15 @@ EXTRA_ARGS = shlex.split(os.environ.get("BROKEN_ENGINES_PYTEST_ARGS", ""))
 TIMEOUT_S = 1200  # a control runs the whole suite: minutes on a loaded 2-core machine
 
 
+def _in_process(spec: str) -> list[str]:
+    """``--no-isolate`` unless the engine ends the process it runs in (``Entry.isolated``)."""
+    isolated = next(entry.isolated for entry in ENTRIES if entry.spec == spec)
+    return [] if isolated else ["--no-isolate"]
+
+
 def _suite(spec: str, report: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     command = [
-        "--pyargs", "conformance", "--engine", spec,
+        "--pyargs", "conformance", "--engine", spec, *_in_process(spec),
         "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q", "--no-header",
         f"--catalogue-report={report}", *options, *EXTRA_ARGS,
     ]
@@ -75,7 +85,8 @@ def test_broken_engine_is_caught(entry: Entry, tmp_path: Path) -> None:
     ids=[entry.short for entry in ENTRIES if entry.control],
 )
 def test_control_passes(spec: str, tmp_path: Path) -> None:
-    result, record = _suite(spec, tmp_path / "report.json", "--hypothesis-profile=ci")
+    options = next(entry.options for entry in ENTRIES if entry.spec == spec)
+    result, record = _suite(spec, tmp_path / "report.json", "--hypothesis-profile=ci", *options)
     outcomes = record.get("outcomes", {})
     assert result.returncode == 0, (
         f"control {spec} failed the suite: {outcomes.get('failed')}\n{_explain(result)}"
@@ -108,7 +119,7 @@ def test_each_property_module_catches_a_broken_engine(module: str, tmp_path: Pat
     spec = f"{PACKAGE}.{CAUGHT_BY_MODULE[module]}"
     command = [
         "--pyargs", f"conformance.properties.test_{module}",
-        "--engine", spec, "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q",
+        "--engine", spec, *_in_process(spec), "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q",
         "--no-header", "-x", "--hypothesis-profile=catalogue",
         f"--catalogue-report={tmp_path / 'report.json'}", *EXTRA_ARGS,
     ]
@@ -145,3 +156,22 @@ def test_a_per_op_property_isolates_its_op(tmp_path: Path) -> None:
     failed = record["outcomes"].get("failed", [])
     assert [nodeid.split("::")[-1] for nodeid in failed] == [
         "test_each_op_frees_like_torch[sqrt]"], _explain(result)
+
+
+def test_properties_without_the_optimizer_marker_never_construct_one(tmp_path: Path) -> None:
+    """``-m optimizer`` runs only the properties whose programs construct an optimizer, for an
+    engine that differs from torch in its optimizers alone (CI's torch-foreach and torch-fused,
+    the hand-written SGD and Adam controls): the others run torch's autograd on the same
+    draws as torch's own run. Every property left out draws its ``ci`` programs here, with
+    every capability (the reference's), and fails at the first that constructs an optimizer."""
+    command = [
+        "--pyargs", "conformance", "--engine", "reference", "--no-isolate", "-m", "not optimizer",
+        "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-p", "optimizer_probe", "-q",
+        "--no-header", "--hypothesis-profile=catalogue", "--catalogue-generate-only",
+        f"--catalogue-report={tmp_path / 'report.json'}",
+    ]
+    result = forked_pytest.run(command, cwd=ROOT, timeout=TIMEOUT_S)
+    record = json.loads((tmp_path / "report.json").read_text())
+    assert result.returncode == 0, _explain(result)
+    ran = record["outcomes"].get("passed", []) + record["outcomes"].get("xfailed", [])
+    assert len(ran) >= 80, f"only {len(ran)} properties without the marker ran:\n{_explain(result)}"

@@ -82,3 +82,10 @@ def test_create_graph_accumulates_out_of_place(engine, data):
     if engine.capabilities.supports("zero_grad_keep") and data.draw(st.booleans(), label="keep"):
         instructions += [ZeroGrad(set_to_none=False), Backward("loss0", retain_graph=True)]
     check_against_reference(engine, Program(params, tuple(instructions)))
+
+
+# The properties here whose programs construct an optimizer (-m optimizer). Marked here, not
+# by decorators: Hypothesis seeds a derandomized run from the property's source, decorators
+# included, so a decorator would change the programs drawn.
+for _property in (test_losses_accumulate, test_create_graph_accumulates_out_of_place):
+    pytest.mark.optimizer(_property)

@@ -12,6 +12,8 @@ from conformance import strategies as cs
 from conformance.program import Backward, Group, MakeOptimizer, Program, Step, ZeroGrad
 from conformance.runner import check_against_reference
 
+pytestmark = pytest.mark.optimizer  # every property here constructs an optimizer
+
 KINDS = [pytest.param(kind, marks=pytest.mark.requires(f"optim:{kind}"), id=kind)
          for kind in ("adam", "adamw")]
 

@@ -115,3 +115,10 @@ def test_maximize_equals_minimizing_the_negation(engine, data):
     for name, value in want.values.items():
         _assert_close(f"{name} after maximize on L vs minimize on -L", got.values[name], value,
                       maximize)
+
+
+# The properties here whose programs construct an optimizer (-m optimizer). Marked here, not
+# by decorators: Hypothesis seeds a derandomized run from the property's source, decorators
+# included, so a decorator would change the programs drawn.
+for _property in (test_zero_grad_then_step_changes_nothing, test_maximize_equals_minimizing_the_negation):
+    pytest.mark.optimizer(_property)

@@ -64,3 +64,10 @@ def test_step_between_backwards(engine, data):
         (make, info.forward, Backward("loss0", True), Step(), Backward("loss0", True), Step()),
     )
     check_against_reference(engine, program)
+
+
+# The properties here whose programs construct an optimizer (-m optimizer). Marked here, not
+# by decorators: Hypothesis seeds a derandomized run from the property's source, decorators
+# included, so a decorator would change the programs drawn.
+for _property in (test_step_between_backwards,):
+    pytest.mark.optimizer(_property)

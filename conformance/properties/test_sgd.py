@@ -24,6 +24,8 @@ from conformance.program import (
 )
 from conformance.runner import check_against_reference
 
+pytestmark = pytest.mark.optimizer  # every property here constructs an optimizer
+
 NON_DEFAULT = {
     "momentum": st.sampled_from([0.9, 0.5, 1.0]),
     "dampening": st.sampled_from([0.5, 0.1, 1.0]),

@@ -48,3 +48,11 @@ def test_minibatch_gradient_accumulation(engine, data):
     accumulation), with a drawn optimizer; the state compared after every instruction."""
     program = data.draw(cs.minibatch_loops(engine.capabilities), label="program")
     check_against_reference(engine, program)
+
+
+# The properties here whose programs construct an optimizer (-m optimizer). Marked here, not
+# by decorators: Hypothesis seeds a derandomized run from the property's source, decorators
+# included, so a decorator would change the programs drawn.
+for _property in (test_training_loop, test_many_steps_without_zero_grad,
+                  test_minibatch_gradient_accumulation):
+    pytest.mark.optimizer(_property)

@@ -11,6 +11,8 @@ from conformance import strategies as cs
 from conformance.program import Backward, Group, MakeSGD, Program, ZeroGrad
 from conformance.runner import check_against_reference
 
+pytestmark = pytest.mark.optimizer  # every property here constructs an optimizer
+
 
 @given(data=st.data())
 def test_zero_grad_default_sets_none(engine, data):

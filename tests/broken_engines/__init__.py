@@ -52,6 +52,12 @@ class Entry:
     crashes: bool = False
     """Whether the bug may show as a crash (an exception no ErrorKind describes, or a dead
     process) rather than a divergence: the engine's ``crashes`` class attribute."""
+    isolated: bool = False
+    """Whether the engine must run in the suite's worker process (its ``isolated`` class
+    attribute): it ends the process it runs in (a segfault, an abort, an exit, a hang). The
+    others are Python engines whose bugs raise at worst; the catalogue runs them in the suite's
+    own process (``--no-isolate``), which costs a fifth less CPU and checks the same programs
+    the same way (isolation has its own tests, in tests/test_suite_isolation.py)."""
 
     @property
     def short(self) -> str:
@@ -87,5 +93,6 @@ def catalogue(spec_prefix: str = "tests.broken_engines") -> list[Entry]:
                 bug=doc.split("\n\n")[0].replace("\n", " ").removeprefix("CONTROL: "),
                 options=tuple(getattr(cls, "suite_options", ())),
                 crashes=bool(getattr(cls, "crashes", False)),
+                isolated=bool(getattr(cls, "isolated", False)),
             ))
     return sorted(entries, key=lambda entry: entry.control)

@@ -28,6 +28,7 @@ class _Crashes(ReferenceEngine):
     control: ClassVar[bool] = False
     catches_in: ClassVar[tuple[str, ...]] = ()
     crashes: ClassVar[bool] = True
+    isolated: ClassVar[bool] = True  # each ends the process it runs in
     suite_options: ClassVar[tuple[str, ...]] = ()
     """Extra options for the suite's run on this engine (the catalogue test passes them)."""
 

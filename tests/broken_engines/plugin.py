@@ -167,7 +167,7 @@ def _generate_only(engine: Any, program: Program, **_: Any) -> list[Observation]
     values = {p.name: p.value for p in program.params}
     nothing: dict[str, Any] = {p.name: None for p in program.params}
     state = {"error": None, "values": values, "grads": nothing, "same_grad": nothing,
-             "aliased_grads": []}
+             "grad_requires_grad": nothing, "aliased_grads": []}
     fields = {field.name for field in dataclasses.fields(Observation)}
     return [Observation(index=i, label="", **{k: v for k, v in state.items() if k in fields})
             for i in range(len(program.instructions) + 1)]
