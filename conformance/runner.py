@@ -123,15 +123,17 @@ def shows_deviation(deviation: KnownDeviation, program: Program, trace: list[Obs
 
 
 _last_reference: tuple[Program, list[Observation]] | None = None
+_last_followed: list[Observation] | None = None  # the engine trace _last_reference followed
 
 
 def reference_trace(program: Program, *, follow: list[Observation] | None = None
                     ) -> list[Observation]:
     """The reference's trace of ``program``: the one the current comparison uses, for an
     ``applies`` that needs it, or else a run of its own (cached for the last program)."""
-    global _last_reference
+    global _last_reference, _last_followed
     if follow is not None or _last_reference is None or _last_reference[0] is not program:
         _last_reference = (program, run(reference_engine(), program, follow=follow))
+        _last_followed = follow
     return _last_reference[1]
 
 
@@ -147,8 +149,10 @@ def reference_alone(program: Program, engine_trace: list[Observation] | None = N
     for bit, and is not run again."""
     global _last_alone
     if _last_alone is None or _last_alone[0] is not program:
-        if engine_trace is not None and _followed_nothing(
-                program, engine_trace, followed := reference_trace(program)):
+        followed = reference_trace(program) if engine_trace is not None else None
+        if (followed is not None and engine_trace is not None
+                and (_last_followed is None or _last_followed is engine_trace)  # this, or none
+                and _followed_nothing(program, engine_trace, followed)):
             _last_alone = (program, followed)
         else:
             _last_alone = (program, run(reference_engine(), program))
