@@ -2,7 +2,8 @@
 under several seeds.
 
 Runs ``python -m conformance ENGINE --profile dev --report DIR -- --hypothesis-seed=SEED`` for
-each seed (random draws, 30 programs a property, shrinking on), and the ``ci`` run too unless
+each seed (random draws, 30 programs a property, shrinking on, each run with an example database of its
+own, so that no run replays the failures another saved), and the ``ci`` run too unless
 ``--ci-report`` names one already made. Prints, as Markdown, one row per run: exit status,
 verdict counts, the set-aside share, and every property whose verdict is neither what the
 ``ci`` run gave nor a known deviation's witness that the seed did not reach (``pass``, "not
@@ -33,10 +34,12 @@ def run(engine: str, profile: str, seed: int | None, workers: str, report: Path)
                "--report", str(report)]
     if workers:
         command += ["-n", workers]
-    if seed is not None:
-        command += ["--", f"--hypothesis-seed={seed}"]
+    if seed is not None:  # a database of its own: no run replays another's failures
+        command += ["--database", str(report / "database"), "--", f"--hypothesis-seed={seed}"]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "output.txt").write_text(done.stdout + done.stderr)
     path = report / f"{engine}.json"
     if not path.exists():
         raise SystemExit(f"{' '.join(command)} wrote no report (exit status {done.returncode}):\n"
@@ -76,9 +79,13 @@ def main() -> None:
     parser.add_argument("-n", "--workers", default="", help="pytest-xdist workers for each run")
     parser.add_argument("--ci-report", type=Path, default=None,
                         help="an existing ci report (JSON) of the engine, instead of a new run")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="write each run's report (and its failures' output) under this "
+                             "directory instead of a temporary one")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = args.keep or Path(temporary)
         if args.ci_report is not None:
             ci = json.loads(args.ci_report.read_text())
             ci.setdefault("wall_s", ci["runtime_s"])

@@ -282,6 +282,38 @@ def _grads_flushed_by_tanh(program: Program, trace: Trace) -> bool:
                for _, engine, reference, _ in differing)
 
 
+def _grad_dtype_not_its_params(program: Program, trace: Trace) -> bool:
+    """Runs where a grad came out in another dtype than its param's: they first differ at a
+    backward that raised nowhere, only in grads whose dtypes differ; or tinygrad crashed at a
+    backward while such a grad was already there (the crash's trace ends before it)."""
+    if len(trace) <= len(program.instructions):  # crashed at instruction len(trace)
+        return isinstance(program.instructions[len(trace) - 1], Backward) and any(
+            grad is not None and grad.dtype != trace[-1].values[name].dtype
+            for name, grad in trace[-1].grads.items())
+    differing = _grads_at_backward(OPS, program, trace)
+    return differing is not None and bool(differing) and all(
+        why.startswith("dtype ") for _, _, _, why in differing)
+
+
+KINKS = ("abs", "relu", "clamp")
+
+
+def _grads_at_nan_kinks(program: Program, trace: Trace) -> bool:
+    """Runs using abs, relu or clamp that first differ at a backward that raised nowhere, in
+    grad values only where the param itself is NaN (the kink's branch taken at NaN)."""
+    differing = _grads_at_backward(KINKS, program, trace)
+    first = _first_divergence(program, trace)
+    if not differing or first is None:
+        return False
+    before = trace[first[0].index - 1].values
+    return all(
+        engine.shape == reference.shape == before[name].shape
+        and bool(np.all(np.isnan(before[name]) | (engine == reference)))
+        and bool(np.isnan(before[name]).any())
+        for name, engine, reference, _ in differing
+    )
+
+
 def _grads_written_before_error(kind: ErrorKind) -> Callable[[Program, Trace], bool]:
     """Runs where tinygrad raised ``kind`` in an instruction that also changed some grad."""
 
@@ -839,12 +871,61 @@ print(((p + 2.0) ** ((p + 0.5) ** (p + 0.5))).numpy())
     rare=True,  # the ci draws on the CPU device do not reach it; a DEV=PYTHON ci run did
 )
 
+ZERO_D_PROMOTES = KnownDeviation(
+    property="accumulation::test_backward_with_gradient",
+    reason=(
+        "a 0-d tensor takes part in type promotion, and backward(gradient) keeps the "
+        "gradient's dtype: a float64 0-d param plus a float32 tensor is float64 (torch: "
+        "float32, a 0-d tensor does not promote a dimensioned one of its kind), a float32 "
+        "gradient then gives that float64 param a float32 grad (torch: a grad has its param's "
+        "dtype), and a second backward raises RuntimeError 'assign dtype mismatch "
+        "dtypes.float != dtypes.double' adding a float64 grad to it"
+    ),
+    name="0-d promotion and grads in the gradient's dtype",
+    evidence="""\
+import numpy as np
+from tinygrad import Tensor
+p0 = Tensor(np.zeros(3, dtype=np.float32)); p0.requires_grad = True
+p1 = Tensor(np.array(0.0)).clone(); p1.requires_grad = True    # float64, 0-d
+out = (p1 + p0).max()                                          # tinygrad: float64; torch: float32
+out.backward(Tensor(np.array(0.0, dtype=np.float32)))          # a float32 gradient
+print(p1.grad.dtype)                                           # dtypes.float; torch: float64
+out.backward()   # RuntimeError: assign dtype mismatch dtypes.float != dtypes.double; torch: none
+""",
+    applies=_grad_dtype_not_its_params,
+    rare=True,  # a 0-d float64 param among float32 ones, and a float32 gradient: dev seed 3
+)
+
+NAN_AT_A_KINK = KnownDeviation(
+    property="adam::test_hyperparameter_changes_between_steps[adamw]",
+    reason=(
+        "at a NaN input abs, relu and clamp take the other branch of their kink: the grad of "
+        "abs(NaN) is 1 (torch 0), of relu(NaN) 0 (torch 1), of clamp(NaN, -1, 1) 1 (torch 0); "
+        "a param becomes NaN in a run when, for one, AdamW with eps=0 steps a zero grad (0 / 0)"
+    ),
+    name="kinks at NaN",
+    evidence="""\
+import numpy as np
+from tinygrad import Tensor
+for op in ("abs", "relu"):
+    p = Tensor(np.array([np.nan, -1.0, 2.0], dtype=np.float32)); p.requires_grad = True
+    getattr(p, op)().sum().backward()
+    print(op, p.grad.numpy())  # abs [1. -1. 1.], relu [0. 0. 1.]; torch: abs [0, -1, 1], relu [1, 0, 1]
+p = Tensor(np.array([np.nan], dtype=np.float32)); p.requires_grad = True
+p.clamp(-1, 1).sum().backward()
+print(p.grad.numpy())          # [1.]; torch: [0.]
+""",
+    applies=_grads_at_nan_kinks,
+    rare=True,  # a param must first become NaN: dev seed 3
+)
+
 
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
     ONE_ELEMENT_LOSS, NEVER_FREES, STEP_CHANGES_LAZY_RESULTS, DIM_REDUCTION_TIES,
     POW_AT_NEGATIVE_ZERO, WRONG_GRADIENT_WRITES_GRADS, NO_REQUIRES_GRAD, LIST_INDEX_UNCHECKED,
     HYPERPARAMETERS_UNCHECKED, SGD_PARAMS_UNCHECKED, STEP_STATE_DIFFERS, MOMENTUM_SWITCHED_ON,
-    FLOAT64_BACKWARD_KERNEL, ASSIGN_CYCLE, TANH_NEAR_ZERO, POWER_OF_A_POWER,
+    FLOAT64_BACKWARD_KERNEL, ASSIGN_CYCLE, TANH_NEAR_ZERO, POWER_OF_A_POWER, ZERO_D_PROMOTES,
+    NAN_AT_A_KINK,
 )
 
 
