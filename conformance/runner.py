@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import functools
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -222,10 +223,16 @@ def _execute(engine: Engine, program: Program) -> list[Observation]:
     """Run on the engine under test: in its worker process when the plugin attached one (see
     :mod:`conformance.isolation`), else here. The program is counted here, where the plugin
     reads ``interpret.RUNS``. An interpreter replaced by a test (the catalogue's generate-only
-    stub) runs here."""
+    stub) runs here.
+
+    Here, an engine's warnings stay warnings, as in the worker (a process of its own, outside
+    pytest's warning filters): under ``filterwarnings = error`` a torch UserWarning from inside
+    ``backward()`` was an EngineCrash with ``--no-isolate`` and nothing without it."""
     worker = isolation.worker_for(engine)
     if worker is None or run is not interpret.run:
-        return run(engine, program)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return run(engine, program)
     interpret.RUNS[id(engine)] += 1
     return worker.run(program)
 

@@ -28,6 +28,7 @@ from conformance.errors import EngineCrash
 from conformance.interpret import run
 from conformance.isolation import Worker, WorkerCrash, WorkerError
 from conformance.program import Backward, Forward, Node, Param, Program, Ref
+from conformance.runner import check_against_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,6 +82,18 @@ class RaisesOnSum(_DiesOnSum):
 
     def die(self):
         raise KeyError("an exception no ErrorKind describes")
+
+
+class WarnsOnSum(ReferenceEngine):
+    """Warns in a sum, as torch's AccumulateGrad warns about a grad's layout: a warning."""
+
+    name = "warns-on-sum"
+
+    def apply(self, op, operands, params):
+        if op == "sum":
+            import warnings
+            warnings.warn("grad and param do not obey the gradient layout contract", UserWarning)
+        return super().apply(op, operands, params)
 
 
 class PrintsEverywhere(ReferenceEngine):
@@ -236,6 +249,18 @@ def test_an_unclassified_exception_is_the_same_engine_crash_as_in_process(
     assert str(isolated.value) == str(in_process.value)
     assert len(isolated.value.trace) == len(in_process.value.trace) == 1
     assert worker.pid == alive, "a Python exception does not cost the worker"
+
+
+@pytest.mark.filterwarnings("error")  # as this project's own pytest configuration has it
+@pytest.mark.parametrize("worker", [("WarnsOnSum", 60.0)], indirect=True)
+def test_an_engine_warning_is_not_a_crash_in_process_either(worker: Worker) -> None:
+    """The worker is outside pytest's warning filters; in process the engine runs outside them
+    too, so ``--no-isolate`` gives the same verdict under ``filterwarnings = error``."""
+    from isolation_engines import WarnsOnSum  # type: ignore[import-not-found]
+
+    isolated = worker.run(SUMS)
+    in_process = check_against_reference(WarnsOnSum(), SUMS)  # raised UserWarning before
+    assert_same_trace("in process", SUMS, in_process, isolated)
 
 
 def test_an_engine_the_worker_cannot_load_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
