@@ -443,6 +443,10 @@ def _loader_main(control_fd: int) -> None:
         from conformance.engines import load_engine
 
         engine = load_engine(spec)
+        # A torch-like engine may import its module on first use (the built-in torch engines
+        # do, so that the main process never imports torch): import it here, once, for every
+        # worker forked from this loader.
+        getattr(engine, "module", None)
     except Exception as exc:
         control.send(("error", f"{type(exc).__name__}: {exc}"))
         return

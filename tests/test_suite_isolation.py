@@ -263,6 +263,18 @@ def test_an_engine_warning_is_not_a_crash_in_process_either(worker: Worker) -> N
     assert_same_trace("in process", SUMS, in_process, isolated)
 
 
+def test_the_loader_imports_torch_once_for_every_worker() -> None:
+    """The built-in torch engine imports torch on first use (the main process never needs it);
+    the loader imports it before forking, so that a worker started after a crash does not."""
+    worker = Worker("torch")
+    try:
+        worker.run(SUMS)
+        assert worker.loader is not None
+        assert "libtorch" in Path(f"/proc/{worker.loader.pid}/maps").read_text()
+    finally:
+        worker.close()
+
+
 def test_an_engine_the_worker_cannot_load_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     worker = Worker("no_such_module_anywhere:Engine")
     try:
