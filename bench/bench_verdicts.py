@@ -91,7 +91,7 @@ def main() -> None:
             ci.setdefault("wall_s", ci["runtime_s"])
             ci.setdefault("returncode", ci["exit_code"])
         else:
-            ci = run(args.engine, "ci", None, args.workers, Path(scratch) / "ci")
+            ci = run(args.engine, "ci", None, args.workers, scratch / "ci")
         baseline = verdicts(ci)
         print(f"## `{args.engine}`: the ci verdicts against dev under {len(args.seeds)} seeds\n")
         print("| run | exit | verdict | verdict counts | programs | set aside | wall s "
@@ -99,7 +99,7 @@ def main() -> None:
         print("|---|---:|---|---|---:|---:|---:|---|")
         print(row("ci", ci, baseline), flush=True)
         for seed in args.seeds:
-            record = run(args.engine, "dev", seed, args.workers, Path(scratch) / f"dev-{seed}")
+            record = run(args.engine, "dev", seed, args.workers, scratch / f"dev-{seed}")
             print(row(f"dev, seed {seed}", record, baseline), flush=True)
 
 

@@ -123,19 +123,18 @@ def shows_deviation(deviation: KnownDeviation, program: Program, trace: list[Obs
     return diverges.matches(program, found, None)
 
 
-_last_reference: tuple[Program, list[Observation]] | None = None
-_last_followed: list[Observation] | None = None  # the engine trace _last_reference followed
+_last_reference: tuple[Program, list[Observation] | None, list[Observation]] | None = None
+"""The last program, the engine trace the reference followed in it (None: none), its trace."""
 
 
 def reference_trace(program: Program, *, follow: list[Observation] | None = None
                     ) -> list[Observation]:
     """The reference's trace of ``program``: the one the current comparison uses, for an
     ``applies`` that needs it, or else a run of its own (cached for the last program)."""
-    global _last_reference, _last_followed
+    global _last_reference
     if follow is not None or _last_reference is None or _last_reference[0] is not program:
-        _last_reference = (program, run(reference_engine(), program, follow=follow))
-        _last_followed = follow
-    return _last_reference[1]
+        _last_reference = (program, follow, run(reference_engine(), program, follow=follow))
+    return _last_reference[2]
 
 
 _last_alone: tuple[Program, list[Observation]] | None = None
@@ -150,14 +149,23 @@ def reference_alone(program: Program, engine_trace: list[Observation] | None = N
     for bit, and is not run again."""
     global _last_alone
     if _last_alone is None or _last_alone[0] is not program:
-        followed = reference_trace(program) if engine_trace is not None else None
-        if (followed is not None and engine_trace is not None
-                and (_last_followed is None or _last_followed is engine_trace)  # this, or none
-                and _followed_nothing(program, engine_trace, followed)):
-            _last_alone = (program, followed)
-        else:
-            _last_alone = (program, run(reference_engine(), program))
+        kept = _kept_alone(program, engine_trace)
+        _last_alone = (program, kept if kept is not None else run(reference_engine(), program))
     return _last_alone[1]
+
+
+def _kept_alone(program: Program, engine_trace: list[Observation] | None
+                ) -> list[Observation] | None:
+    """The kept reference trace of ``program`` where it is the reference's run on its own:
+    it followed no engine, or it followed ``engine_trace`` and took nothing from it."""
+    if _last_reference is None or _last_reference[0] is not program:
+        return None
+    _, followed, trace = _last_reference
+    if followed is None:
+        return trace
+    if followed is engine_trace and _followed_nothing(program, followed, trace):
+        return trace
+    return None
 
 
 def _same_bits(a: np.ndarray | None, b: np.ndarray | None) -> bool:

@@ -1,6 +1,6 @@
 """``-p optimizer_probe``: any property that draws a program constructing an optimizer fails.
 
-For ``tests/test_suite_strategies.py``, over ``-m "not optimizer"`` with the catalogue's
+For ``tests/test_broken_engines.py``, over ``-m "not optimizer"`` with the catalogue's
 ``--catalogue-generate-only`` (programs drawn, nothing run): ``-m optimizer`` may leave a
 property out only if it never draws one.
 """

@@ -38,15 +38,20 @@ EXTRA_ARGS = shlex.split(os.environ.get("BROKEN_ENGINES_PYTEST_ARGS", ""))
 TIMEOUT_S = 1200  # a control runs the whole suite: minutes on a loaded 2-core machine
 
 
-def _in_process(spec: str) -> list[str]:
-    """``--no-isolate`` unless the engine ends the process it runs in (``Entry.isolated``)."""
-    isolated = next(entry.isolated for entry in ENTRIES if entry.spec == spec)
-    return [] if isolated else ["--no-isolate"]
+BY_SPEC = {entry.spec: entry for entry in ENTRIES}
 
 
-def _suite(spec: str, report: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+def _engine_options(entry: Entry) -> list[str]:
+    """``--engine``, ``--no-isolate`` unless the engine ends the process it runs in
+    (``Entry.isolated``), and the engine's own ``suite_options``."""
+    return ["--engine", entry.spec, *([] if entry.isolated else ["--no-isolate"]),
+            *entry.options]
+
+
+def _suite(entry: Entry, report: Path, *options: str
+           ) -> tuple[subprocess.CompletedProcess[str], dict]:
     command = [
-        "--pyargs", "conformance", "--engine", spec, *_in_process(spec),
+        "--pyargs", "conformance", *_engine_options(entry),
         "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q", "--no-header",
         f"--catalogue-report={report}", *options, *EXTRA_ARGS,
     ]
@@ -66,7 +71,7 @@ def _explain(result: subprocess.CompletedProcess[str]) -> str:
 )
 def test_broken_engine_is_caught(entry: Entry, tmp_path: Path) -> None:
     spec = entry.spec
-    result, record = _suite(spec, tmp_path / "report.json", "-x", *entry.options,
+    result, record = _suite(entry, tmp_path / "report.json", "-x",
                             "--hypothesis-profile=catalogue", "--catalogue-order=targeted")
     failed = record.get("outcomes", {}).get("failed", [])
     assert failed, f"{spec} was NOT caught: no property failed.\n{_explain(result)}"
@@ -74,24 +79,22 @@ def test_broken_engine_is_caught(entry: Entry, tmp_path: Path) -> None:
     # Caught by what its bug does, not by its adapter tripping over the suite's calls: an
     # exception no ErrorKind describes is a catch only for the engines built to crash.
     first = record.get("first_failure") or {}
-    crashing = next(entry.crashes for entry in ENTRIES if entry.spec == spec)
-    assert crashing or first.get("kind") in ("Divergence", "AssertionError"), (  # laws assert
+    assert entry.crashes or first.get("kind") in ("Divergence", "AssertionError"), (  # laws assert
         f"{spec} was caught by a {first.get('kind')}, not a divergence:\n"
         f"{first.get('message', '')[:1500]}")
 
 
 @pytest.mark.parametrize(
-    "spec", [entry.spec for entry in ENTRIES if entry.control],
+    "entry", [entry for entry in ENTRIES if entry.control],
     ids=[entry.short for entry in ENTRIES if entry.control],
 )
-def test_control_passes(spec: str, tmp_path: Path) -> None:
-    options = next(entry.options for entry in ENTRIES if entry.spec == spec)
-    result, record = _suite(spec, tmp_path / "report.json", "--hypothesis-profile=ci", *options)
+def test_control_passes(entry: Entry, tmp_path: Path) -> None:
+    result, record = _suite(entry, tmp_path / "report.json", "--hypothesis-profile=ci")
     outcomes = record.get("outcomes", {})
     assert result.returncode == 0, (
-        f"control {spec} failed the suite: {outcomes.get('failed')}\n{_explain(result)}"
+        f"control {entry.spec} failed the suite: {outcomes.get('failed')}\n{_explain(result)}"
     )
-    assert outcomes.get("passed"), f"control {spec} passed nothing.\n{_explain(result)}"
+    assert outcomes.get("passed"), f"control {entry.spec} passed nothing.\n{_explain(result)}"
 
 
 # One broken engine per property module that this module, run alone, must catch: every module
@@ -119,7 +122,7 @@ def test_each_property_module_catches_a_broken_engine(module: str, tmp_path: Pat
     spec = f"{PACKAGE}.{CAUGHT_BY_MODULE[module]}"
     command = [
         "--pyargs", f"conformance.properties.test_{module}",
-        "--engine", spec, *_in_process(spec), "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q",
+        *_engine_options(BY_SPEC[spec]), "-p", "no:cacheprovider", "-p", f"{PACKAGE}.plugin", "-q",
         "--no-header", "-x", "--hypothesis-profile=catalogue",
         f"--catalogue-report={tmp_path / 'report.json'}", *EXTRA_ARGS,
     ]
@@ -175,3 +178,5 @@ def test_properties_without_the_optimizer_marker_never_construct_one(tmp_path: P
     assert result.returncode == 0, _explain(result)
     ran = record["outcomes"].get("passed", []) + record["outcomes"].get("xfailed", [])
     assert len(ran) >= 80, f"only {len(ran)} properties without the marker ran:\n{_explain(result)}"
+    # The reference declares every capability: a property skipped here drew nothing.
+    assert not record["outcomes"].get("skipped"), record["outcomes"]["skipped"]

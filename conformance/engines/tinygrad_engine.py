@@ -290,9 +290,8 @@ def _grad_dtype_not_its_params(program: Program, trace: Trace) -> bool:
         return isinstance(program.instructions[len(trace) - 1], Backward) and any(
             grad is not None and grad.dtype != trace[-1].values[name].dtype
             for name, grad in trace[-1].grads.items())
-    differing = _grads_at_backward(OPS, program, trace)
-    return differing is not None and bool(differing) and all(
-        why.startswith("dtype ") for _, _, _, why in differing)
+    differing = _grads_at_backward(OPS, program, trace) or []
+    return bool(differing) and all(why.startswith("dtype ") for _, _, _, why in differing)
 
 
 KINKS = ("abs", "relu", "clamp")

@@ -111,6 +111,10 @@ class TorchEngine(TorchLikeEngine):
     each pytest-xdist worker spare an import of torch (about 1.3 s of CPU each)."""
 
     name = "torch"
+    sgd_options: ClassVar[Mapping[str, Any]] = {"foreach": False}
+    optimizer_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "adam": {"foreach": False}, "adamw": {"foreach": False}}
+    known_deviations: ClassVar[Sequence[KnownDeviation]] = (GRADS_SHARE_MEMORY,)
 
     @property  # TorchLikeEngine.module is a class attribute in the other torch-like engines
     def module(self) -> Any:
@@ -120,10 +124,6 @@ class TorchEngine(TorchLikeEngine):
 
     def version(self) -> str:
         return importlib.metadata.version("torch")  # what torch.__version__ says, unimported
-    sgd_options: ClassVar[Mapping[str, Any]] = {"foreach": False}
-    optimizer_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {
-        "adam": {"foreach": False}, "adamw": {"foreach": False}}
-    known_deviations: ClassVar[Sequence[KnownDeviation]] = (GRADS_SHARE_MEMORY,)
 
 
 class TorchForeachEngine(TorchEngine):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from conformance import strategies as cs
 from conformance.program import OMITTED, Backward, Group, MakeSGD, Program, ZeroGrad
+from conformance.properties import optimizer_properties
 from conformance.runner import check_against_reference
 
 
@@ -84,8 +85,4 @@ def test_create_graph_accumulates_out_of_place(engine, data):
     check_against_reference(engine, Program(params, tuple(instructions)))
 
 
-# The properties here whose programs construct an optimizer (-m optimizer). Marked here, not
-# by decorators: Hypothesis seeds a derandomized run from the property's source, decorators
-# included, so a decorator would change the programs drawn.
-for _property in (test_losses_accumulate, test_create_graph_accumulates_out_of_place):
-    pytest.mark.optimizer(_property)
+optimizer_properties(test_losses_accumulate, test_create_graph_accumulates_out_of_place)

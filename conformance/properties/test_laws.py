@@ -22,6 +22,7 @@ from conformance.program import (
     Step,
     ZeroGrad,
 )
+from conformance.properties import optimizer_properties
 from conformance.runner import run_engine
 
 
@@ -117,8 +118,4 @@ def test_maximize_equals_minimizing_the_negation(engine, data):
                       maximize)
 
 
-# The properties here whose programs construct an optimizer (-m optimizer). Marked here, not
-# by decorators: Hypothesis seeds a derandomized run from the property's source, decorators
-# included, so a decorator would change the programs drawn.
-for _property in (test_zero_grad_then_step_changes_nothing, test_maximize_equals_minimizing_the_negation):
-    pytest.mark.optimizer(_property)
+optimizer_properties(test_zero_grad_then_step_changes_nothing, test_maximize_equals_minimizing_the_negation)

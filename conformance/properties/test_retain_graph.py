@@ -12,6 +12,7 @@ from conformance import strategies as cs
 from conformance.adapter import Engine
 from conformance.ops import ALL_OPS
 from conformance.program import Backward, Group, MakeSGD, Program, Step
+from conformance.properties import optimizer_properties
 from conformance.runner import check_against_reference
 
 RETAIN = st.sampled_from([None, False, True])
@@ -66,8 +67,4 @@ def test_step_between_backwards(engine, data):
     check_against_reference(engine, program)
 
 
-# The properties here whose programs construct an optimizer (-m optimizer). Marked here, not
-# by decorators: Hypothesis seeds a derandomized run from the property's source, decorators
-# included, so a decorator would change the programs drawn.
-for _property in (test_step_between_backwards,):
-    pytest.mark.optimizer(_property)
+optimizer_properties(test_step_between_backwards)

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import strategies as cs
+from conformance.properties import optimizer_properties
 from conformance.runner import check_against_reference
 
 
@@ -50,9 +51,5 @@ def test_minibatch_gradient_accumulation(engine, data):
     check_against_reference(engine, program)
 
 
-# The properties here whose programs construct an optimizer (-m optimizer). Marked here, not
-# by decorators: Hypothesis seeds a derandomized run from the property's source, decorators
-# included, so a decorator would change the programs drawn.
-for _property in (test_training_loop, test_many_steps_without_zero_grad,
-                  test_minibatch_gradient_accumulation):
-    pytest.mark.optimizer(_property)
+optimizer_properties(test_training_loop, test_many_steps_without_zero_grad,
+                     test_minibatch_gradient_accumulation)
