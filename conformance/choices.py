@@ -8,6 +8,14 @@ towards the first option) from strategies cached by their bounds, and build arra
 fixed tuple of element draws rather than ``hypothesis.extra.numpy.arrays`` (whose fill and
 uniqueness machinery costs more than the six elements of a small array).
 ``bench/bench_generation.py`` measures the difference, and the coverage it keeps.
+
+Inside a composite strategy, ``draw`` is a bound method of Hypothesis's ``ConjectureData``, and
+the helpers make their choice with its own ``draw_integer``, ``draw_boolean`` and
+``draw_float``: the primitive choice ``st.integers``, ``st.booleans`` and ``st.floats`` make
+themselves, without the span (label, depth, validation) ``draw`` records around every value,
+which was half the cost of a choice. That is Hypothesis's internal API, pinned with Hypothesis
+itself in constraints.txt (a derandomized run draws the same programs only on one Hypothesis
+release anyway); any other ``draw`` (``st.data()``'s) goes through the cached strategies.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
+from hypothesis.internal.conjecture import utils as conjecture_utils
+from hypothesis.internal.conjecture.data import ConjectureData
+from hypothesis.internal.floats import SMALLEST_SUBNORMAL, float_of, width_smallest_normals
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 T = TypeVar("T")
@@ -37,14 +48,40 @@ def _integers(low: int, high: int) -> st.SearchStrategy[int]:
     return st.integers(low, high)
 
 
+def _conjecture(draw: Draw) -> ConjectureData | None:
+    """The ``ConjectureData`` a composite's ``draw`` is bound to, or None."""
+    owner = getattr(draw, "__self__", None)
+    return owner if type(owner) is ConjectureData else None
+
+
 def integer(draw: Draw, low: int, high: int) -> int:
     """``draw(st.integers(low, high))``."""
+    data = _conjecture(draw)
+    if data is not None and high - low <= 127:  # wider: st.integers weights its bounds
+        return data.draw_integer(low, high)
     return int(draw(_integers(low, high)))
 
 
 def boolean(draw: Draw) -> bool:
     """``draw(st.booleans())``."""
+    data = _conjecture(draw)
+    if data is not None:
+        return data.draw_boolean()
     return bool(draw(BOOLEANS))
+
+
+def real(draw: Draw, low: float, high: float, *, width: Literal[32, 64] = 64) -> float:
+    """``draw(st.floats(low, high, width=width))`` for finite bounds representable in
+    ``width`` bits: subnormals where the range reaches them, as ``st.floats`` allows them."""
+    data = _conjecture(draw)
+    if data is None:
+        return float(draw(_float_range(low, high, width)))
+    smallest_normal = width_smallest_normals(width)
+    reaches_subnormals = low < smallest_normal and high > -smallest_normal
+    value = data.draw_float(
+        low, high, allow_nan=False,
+        smallest_nonzero_magnitude=SMALLEST_SUBNORMAL if reaches_subnormals else smallest_normal)
+    return value if width == 64 else float_of(value, width)
 
 
 def choose(draw: Draw, options: Sequence[T]) -> T:
@@ -57,8 +94,26 @@ def choose(draw: Draw, options: Sequence[T]) -> T:
 
 
 @functools.cache
-def _float_range(low: float, high: float) -> st.SearchStrategy[float]:
-    return st.floats(low, high)
+def _integer_lists(low: int, high: int, min_size: int, max_size: int
+                   ) -> st.SearchStrategy[list[int]]:
+    return st.lists(_integers(low, high), min_size=min_size, max_size=max_size)
+
+
+def integers(draw: Draw, low: int, high: int, *, min_size: int, max_size: int) -> list[int]:
+    """``draw(st.lists(st.integers(low, high), min_size=min_size, max_size=max_size))``: as
+    long, on average, as Hypothesis's lists (which run long and shrink by deleting anywhere)."""
+    data = _conjecture(draw)
+    if data is None or high - low > 127:
+        return list(draw(_integer_lists(low, high, min_size, max_size)))
+    average = min(max(min_size * 2, min_size + 5), 0.5 * (min_size + max_size))
+    with conjecture_utils.many(data, min_size, max_size, average) as elements:
+        return [data.draw_integer(low, high) for _ in elements]
+
+
+@functools.cache
+def _float_range(low: float, high: float, width: Literal[32, 64] = 64
+                 ) -> st.SearchStrategy[float]:
+    return st.floats(low, high, width=width)
 
 
 @dataclass(frozen=True)
@@ -77,7 +132,7 @@ class Scalars:
         choice = integer(draw, 0, len(self.edges) + self.floats - 1)
         if choice < len(self.edges):
             return self.edges[choice]
-        return float(draw(_float_range(self.low, self.high)))
+        return real(draw, self.low, self.high)
 
 
 @functools.cache
@@ -100,16 +155,19 @@ def _permutations(count: int) -> st.SearchStrategy[list[int]]:
 
 
 def permutation(draw: Draw, options: Sequence[T]) -> list[T]:
-    """``draw(st.permutations(options))``."""
-    return [options[i] for i in draw(_permutations(len(options)))]
+    """``draw(st.permutations(options))``: each position swapped with itself or a later one,
+    shrinking towards the original order."""
+    data = _conjecture(draw)
+    if data is None:
+        return [options[i] for i in draw(_permutations(len(options)))]
+    shuffled = list(options)
+    for i in range(len(shuffled) - 1):
+        j = data.draw_integer(i, len(shuffled) - 1)
+        shuffled[i], shuffled[j] = shuffled[j], shuffled[i]
+    return shuffled
 
 
 POSITIVE_EDGE_VALUES = (0.5, 1.0, 2.0)
-
-
-@functools.cache
-def _floats(width: Literal[32, 64], positive: bool) -> st.SearchStrategy[float]:
-    return st.floats(0.5, 4.0, width=width) if positive else st.floats(-4.0, 4.0, width=width)
 
 
 def element(draw: Draw, dtype: np.dtype, *, positive: bool = False) -> float:
@@ -120,7 +178,8 @@ def element(draw: Draw, dtype: np.dtype, *, positive: bool = False) -> float:
     choice = integer(draw, 0, 2 * len(edges) - 1)
     if choice < len(edges):
         return edges[choice]
-    return float(draw(_floats(32 if dtype == np.dtype("float32") else 64, positive)))
+    return real(draw, 0.5 if positive else -4.0, 4.0,
+                width=32 if dtype == np.dtype("float32") else 64)
 
 
 def array(draw: Draw, shape: Sequence[int], dtype: np.dtype, *, positive: bool = False

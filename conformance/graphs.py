@@ -15,7 +15,6 @@ the value is exact (``conformance.properties.test_conventions``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from conformance.choices import (
     choose,
     class_indices,
     integer,
+    integers,
     permutation,
     subset,
     values,
@@ -67,16 +67,16 @@ def draw_index(draw: Draw, shape: Shape, *, masks: bool = True) -> Any:
     # Each form reaches its edges on purpose: -1 (the last element, the negative int users
     # write most), a stepped slice and an open-ended one, a repeated index (its grads add up).
     if form == "int" and size > 0:
-        return -1 if boolean(draw) else draw(_int_in(size))
+        return -1 if boolean(draw) else integer(draw, -size, size - 1)
     if form in ("int", "slice"):
         edges = [slice(None, None, 2), slice(1, None), slice(None, -1)]
-        return choose(draw, edges) if boolean(draw) else draw(_slices(size))
+        return choose(draw, edges) if boolean(draw) else _slice(draw, size)
     if form == "ellipsis":
         return Ellipsis
     if form == "none":
         return None
     if form in ("list", "tensor") and size > 0:
-        chosen = draw(_int_lists(size, 1, 4))
+        chosen = integers(draw, -size, size - 1, min_size=1, max_size=4)
         if boolean(draw):
             chosen = [*chosen, chosen[0]]  # a duplicate
         return chosen if form == "list" else np.array(chosen, dtype=np.int64)
@@ -94,28 +94,23 @@ indices = st.composite(draw_index)
 """:func:`draw_index` as a strategy."""
 
 
-@functools.cache
-def _int_in(size: int) -> st.SearchStrategy[int]:
-    return st.integers(-size, size - 1)
-
-
-@functools.cache
-def _int_lists(size: int, min_size: int, max_size: int) -> st.SearchStrategy[list[int]]:
-    return st.lists(_int_in(size), min_size=min_size, max_size=max_size)
-
-
-@functools.cache
-def _slices(size: int) -> st.SearchStrategy[slice]:
-    bound = st.none() | st.integers(-size - 2, size + 2)
-    return st.builds(slice, bound, bound, st.sampled_from([None, 1, 2, 3]))
+def _slice(draw: Draw, size: int) -> slice:
+    """A slice of a dim of ``size``: each bound None or in [-size - 2, size + 2] (past the
+    ends too), a step of None, 1, 2 or 3."""
+    def bound() -> int | None:
+        return None if boolean(draw) else integer(draw, -size - 2, size + 2)
+    start, stop = bound(), bound()
+    return slice(start, stop, choose(draw, [None, 1, 2, 3]))
 
 
 def _basic_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
     parts: list[Any] = []
     count = integer(draw, 1, len(shape))
     for size in shape[:count]:
-        options = [_slices(size)] + ([_int_in(size)] if size > 0 else [])
-        parts.append(draw(choose(draw, options)))
+        if size > 0 and boolean(draw):
+            parts.append(integer(draw, -size, size - 1))
+        else:
+            parts.append(_slice(draw, size))
     if boolean(draw):
         parts.insert(integer(draw, 0, len(parts)), None)
     if count < len(shape) and boolean(draw):
@@ -130,13 +125,13 @@ def _list_index(draw: Draw, shape: Shape) -> tuple[Any, ...]:
     parts: list[Any] = []
     dim = 0
     if len(shape) > 1 and boolean(draw):
-        parts.append(draw(_slices(shape[0])))
+        parts.append(_slice(draw, shape[0]))
         dim = 1
     lists = integer(draw, 1, min(2, len(shape) - dim))
     for size in shape[dim : dim + lists]:
         if size == 0:
             return (slice(None),)
-        chosen = draw(_int_lists(size, length, length))
+        chosen = integers(draw, -size, size - 1, min_size=length, max_size=length)
         parts.append(np.array(chosen, dtype=np.int64) if boolean(draw) else chosen)
     return _with_none_or_ellipsis(draw, parts, consumed=dim + lists, ndim=len(shape))
 
@@ -651,13 +646,9 @@ def forwards(
         # A list, not a count and a loop: Hypothesis's lists run long (most graphs get near
         # max_ops ops, which is what makes saved tensors, views and ties common) and shrink
         # by deleting ops anywhere.
-        for index in draw(_op_indices(len(op_names), min_ops, max_ops)):
+        for index in integers(draw, 0, len(op_names) - 1, min_size=min_ops, max_size=max_ops):
             op = op_names[index]
             builder.grow(op)
     result = builder.finish_scalar() if scalar else builder.finish_tensor()
     return GraphInfo(Forward(loss, tuple(builder.nodes)), result.shape, result.dtype)
 
-
-@functools.cache
-def _op_indices(count: int, min_ops: int, max_ops: int) -> st.SearchStrategy[list[int]]:
-    return st.lists(st.integers(0, count - 1), min_size=min_ops, max_size=max_ops)

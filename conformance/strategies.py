@@ -18,7 +18,16 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from conformance.adapter import OPTIMIZER_HYPERPARAMETERS, Capabilities
-from conformance.choices import Draw, Scalars, boolean, choose, integer, permutation, values
+from conformance.choices import (
+    Draw,
+    Scalars,
+    boolean,
+    choose,
+    integer,
+    integers,
+    permutation,
+    values,
+)
 from conformance.graphs import GraphInfo, forwards, reached
 from conformance.program import (
     GRAD_EDIT_FORMS,
@@ -581,8 +590,7 @@ def minibatch_loops(
             target = Const(draw(values((batch, features_out), dtype)))
             loss = Node(f"loss{i}", "mse_loss", (Ref(output.out), target), params)
         else:
-            classes = draw(st.lists(st.integers(0, features_out - 1), min_size=batch,
-                                    max_size=batch))
+            classes = integers(draw, 0, features_out - 1, min_size=batch, max_size=batch)
             params["target"] = np.array(classes, dtype=np.int64)
             loss = Node(f"loss{i}", "cross_entropy", (Ref(output.out),), params)
         instructions += [Forward(loss.out, (output, loss)), Backward(loss.out)]
