@@ -28,6 +28,9 @@ TORCH_ERROR_PATTERNS: tuple[tuple[type[Exception], str, ErrorKind], ...] = (
     (RuntimeError, "does not require grad and does not have a grad_fn", ErrorKind.NO_GRAD_FN),
     (RuntimeError, "Mismatch in shape", ErrorKind.GRADIENT_SHAPE),
     (RuntimeError, "modified by an inplace operation", ErrorKind.INPLACE_MODIFIED),
+    # The same, for a saved view that a custom autograd.Function returned (its own message).
+    (RuntimeError, "its base or another view of its base has been modified inplace",
+     ErrorKind.INPLACE_MODIFIED),
     (IndexError, "", ErrorKind.INDEX_OUT_OF_RANGE),
     (ValueError, "Invalid learning rate", ErrorKind.INVALID_HYPERPARAMETER),
     (ValueError, "Invalid momentum value", ErrorKind.INVALID_HYPERPARAMETER),

@@ -219,8 +219,10 @@ def scatter_add(shape: torch.Size, dtype: torch.dtype, index: Any, grad: torch.T
 
 
 class GetItem(Function):
-    """``x[index]``. Basic indexing saves nothing; an advanced index saves its index tensors
-    (like torch's IndexBackward0), so only then does a second backward raise."""
+    """``x[index]``. Basic indexing saves nothing and returns a view of ``x``, as torch's
+    does: an op that saves the view then sees an in-place change of ``x`` (a step between two
+    backwards raises). An advanced index copies and saves its index tensors (like torch's
+    IndexBackward0), so only then does a second backward raise by itself."""
 
     @staticmethod
     def forward(ctx: Context, x: torch.Tensor, index: tuple[Any, ...]) -> torch.Tensor:
@@ -228,7 +230,7 @@ class GetItem(Function):
         ctx.save_for_backward(*saved)
         ctx.advanced = bool(saved)
         ctx.shape, ctx.dtype, ctx.index = x.shape, x.dtype, index
-        return x[index].clone()
+        return x[index]
 
     @classmethod
     def backward(cls, ctx: Context, grad: torch.Tensor) -> tuple[Any, None]:
