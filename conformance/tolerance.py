@@ -67,6 +67,15 @@ The amplification is estimated only where the final params are more than
 raise different errors or end at non-finite values in different places is not compared (its
 amplification is unknown). A flipped kink (``max`` of two values that tie in one precision)
 moves the float32 run as well, so ``kappa`` grows with it.
+
+A kink both precisions put on the same side is invisible to ``kappa``: Adam's first step
+moves a param by about ``lr``, so a param drawn as 2 lands within an ulp of clamp's bound 1,
+above it in both of the reference's runs and exactly on it in a hand-written Adam that rounds
+the step otherwise (a correct Adam: the catalogue's control). From there the runs take
+different grads and end far apart. Such a run is not compared at its end
+(:func:`conformance.compare.crossed_a_kink`): at some backward the engine's grads are further
+from the reference's own than one instruction may differ, from params still within the drift
+bound of each other. Params already further apart when grads jump are a drift all the same.
 """
 
 from __future__ import annotations

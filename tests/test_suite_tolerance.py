@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from broken_engines.adam import BiasCorrectionFromFloat32Powers
+from broken_engines.adam import BiasCorrectionFromFloat32Powers, HandWrittenAdam
 from broken_engines.rounding import RoundsAwayFromZero
 from hypothesis import HealthCheck, given, settings
 
 from conformance import strategies as cs
 from conformance.adapter import Capabilities, Diverges
-from conformance.compare import Divergence
+from conformance.compare import Divergence, crossed_a_kink, end_distances
 from conformance.engines.torch_engines import TorchEngine
 from conformance.interpret import run
 from conformance.program import (
@@ -44,6 +44,7 @@ from conformance.runner import (
 from conformance.tolerance import (
     DRIFT_MIN_STEPS,
     EPSILON,
+    drift_tolerance,
     rounding_amplification,
     updates,
     with_dtype,
@@ -206,3 +207,49 @@ class _DeclaresFloat32Steps(BiasCorrectionFromFloat32Powers):
 
 def test_an_engine_without_steps_at_param_precision_is_not_compared_at_the_end():
     check_against_reference(_DeclaresFloat32Steps(), _three_adam_steps())
+
+
+def _amsgrad_onto_a_clamp_bound() -> Program:
+    """AdamW (lr 1, amsgrad) moves p0[1] from 2 by one step of about 1 onto clamp's upper bound
+    1: torch's rounding lands 1 ulp above it (clamp's grad there is 0), a hand-written Adam's
+    exactly on it (grad 1). Both are correct Adams; the rest of the run follows the side."""
+    forwards = [
+        (Node("loss0_0", "sum", (Ref("p0"),)),),
+        (Node("loss1_0", "clamp", (Ref("p0"),), {"min": -1.0, "max": 1.0}),
+         Node("loss1_1", "sum", (Ref("loss1_0"),))),
+        (Node("loss2_0", "sum", (Ref("p0"),)),),
+    ]
+    instructions: list = [MakeOptimizer((Group(("p0",)),),
+                                        {"lr": 1.0, "weight_decay": 0.0, "amsgrad": True},
+                                        kind="adamw")]
+    for i, nodes in enumerate(forwards):
+        loss = f"loss{i}"
+        nodes = (*nodes, Node(loss, "reshape", (Ref(nodes[-1].out),), {"shape": ()}))
+        instructions += [Forward(loss, nodes), Backward(loss), Step(), ZeroGrad()]
+    return Program((Param("p0", np.array([0.0, 2.0, 0.0], dtype=np.float32)),),
+                   tuple(instructions))
+
+
+def test_a_kink_that_rounding_puts_on_either_side_is_not_a_drift():
+    """A correct Adam that rounds its first step otherwise than torch crosses clamp's bound on
+    the other side: its end is far from the reference's own (the drift bound alone would call
+    it a drift), but the grads jumped at one backward from params one ulp apart, and from
+    there the run follows the side rounding chose, which says nothing of drift."""
+    program = _amsgrad_onto_a_clamp_bound()
+    engine = HandWrittenAdam()
+    trace = run(engine, program)
+    alone = run(reference_engine(), program)
+    distances = end_distances(program, trace, alone)
+    kappa = rounding_amplification(program, lambda p: run(reference_engine(), p))
+    tolerance = drift_tolerance(program, kappa)
+    assert max(distances.values()) > tolerance  # far apart at the end
+    assert crossed_a_kink(program, trace, alone, tolerance)
+    check_against_reference(engine, program)  # and not a divergence
+
+
+def test_a_drift_with_no_kink_is_not_taken_for_one():
+    """The float32 beta powers' drift jumps nowhere: its grads stay those of the reference."""
+    program = _three_adam_steps()
+    trace = run(BiasCorrectionFromFloat32Powers(), program)
+    alone = run(reference_engine(), program)
+    assert not crossed_a_kink(program, trace, alone, drift_tolerance(program, 1.0))
