@@ -7,7 +7,7 @@ with the engine in that process (``--no-isolate``) unless it kills the process i
 (the ``crashes`` family, ``Entry.isolated``).
 
 - A broken engine must make at least one property fail. The run uses ``-x``, the ``catalogue``
-  profile (``ci`` without shrinking: derandomized, 60 examples) and runs the property modules
+  profile (``ci`` without shrinking: derandomized, 120 examples) and runs the property modules
   named in the engine's ``catches_in`` first; the verdict is the same as the suite's natural
   order, only sooner.
 - A control must pass the ``ci`` profile: every property passes or is skipped. The controls

@@ -13,6 +13,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+from hypothesis import settings
+
+import conformance.profiles  # noqa: F401 -- registers the ci profile
+
+CI_EXAMPLES = settings.get_profile("ci").max_examples
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ENGINE = '''
@@ -91,14 +97,14 @@ def test_report_counts_match_independent_counts(tmp_path: Path) -> None:
     zero_grad = results["test_zero_grad_in_loops"]
     # Hypothesis counted the same passing examples, and the deviation's own log the same
     # set-asides; every program run was one or the other (the property runs one per example).
-    assert zero_grad["passed"] == passing["test_zero_grad_in_loops"] == 60
+    assert zero_grad["passed"] == passing["test_zero_grad_in_loops"] == CI_EXAMPLES
     assert zero_grad["set_aside"] == {"retain overwrites": logged["test_zero_grad_in_loops"]}
     assert logged["test_zero_grad_in_loops"] > 0
     assert zero_grad["examples"] == zero_grad["passed"] + logged["test_zero_grad_in_loops"]
     assert zero_grad["failed"] == 0
 
-    index = results["test_index_gradient"]  # never retains: nothing set aside, 60 programs
-    assert index["passed"] == passing["test_index_gradient"] == index["examples"] == 60
+    index = results["test_index_gradient"]  # never retains: nothing set aside, every program
+    assert index["passed"] == passing["test_index_gradient"] == index["examples"] == CI_EXAMPLES
     assert index["set_aside"] == {}
 
     witness = results["test_repeated_backward_accumulates"]  # the deviation's witness

@@ -424,7 +424,7 @@ class _StateDictDropsAmsgradMax(_BrokenAdam):
 
     Measured: under ``thorough`` (derandomized), 146 of 4596
     ``optimizers::test_state_dict_round_trip[adam]`` programs (3%) caught it, the first at
-    example 1036; the ``catalogue``/``ci`` runs (60 examples per property) never did. Leading
+    example 1036; the ``catalogue``/``ci`` runs (then 60 examples per property) never did. Leading
     underscore: left out of the catalogue until the strategies draw amsgrad with reloads
     and shrinking grads more often.
     """

@@ -95,7 +95,7 @@ class _NegativeIndexWrappedByDim0(_Indexing):
     other than the first, of a different size.
 
     Out of the catalogue (the underscore) until the suite reaches that edge on purpose: with
-    indices drawn form-first, ci's 60 examples of the indexing properties no longer draw it
+    indices drawn form-first, ci's 60 examples (then) of the indexing properties no longer draw it
     (a negative int on a later dim of a differently sized tensor); it was caught before by
     luck of the draw, and lost when create_graph stopped being drawn for its family.
     """

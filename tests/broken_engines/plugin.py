@@ -1,6 +1,6 @@
 """A pytest plugin for running the suite on catalogued engines: ``-p tests.broken_engines.plugin``.
 
-- registers the Hypothesis profile ``catalogue``: ``ci`` (derandomized, 60 examples, no
+- registers the Hypothesis profile ``catalogue``: ``ci`` (derandomized, 120 examples, no
   database) without the shrink phase — to know *whether* an engine fails, not to minimise;
 - ``--catalogue-order=targeted`` runs first the properties the engine names in
   ``catches_in`` (modules, properties or single cases, in that order of preference); with
