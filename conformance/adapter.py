@@ -277,7 +277,8 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def to_numpy(self, tensor: Any) -> np.ndarray:
-        """A copy of the tensor's values (without touching its grad or graph)."""
+        """A copy of the tensor's values (without touching its grad or graph). Called on params
+        and on grads: whatever :meth:`grad` returns that is not None."""
 
     @abc.abstractmethod
     def apply(self, op: str, operands: Sequence[Any], params: Mapping[str, Any]) -> Any:
