@@ -270,6 +270,12 @@ class Engine(abc.ABC):
     def version(self) -> str:
         """The engine's version string, for the report header."""
 
+    def start_program(self) -> None:  # noqa: B027 -- an optional hook, no-op by default
+        """Called once before each program, before its params are made. One adapter object
+        runs every program of a run, so anything kept between calls (a compiled step, a
+        cache keyed by shapes, a device's state) must be reset here, or one program's state
+        leaks into the next. The default does nothing."""
+
     # --- tensors ---------------------------------------------------------------------------
     @abc.abstractmethod
     def tensor(self, value: np.ndarray, *, requires_grad: bool) -> Any:

@@ -207,6 +207,7 @@ def run(
     streams them, so an engine that dies leaves the trace up to its crash).
     """
     RUNS[id(engine)] += 1
+    engine.start_program()
     machine = _Machine(engine, program)
     trace: list[Observation] = []
 

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from conformance import strategies as cs
 from conformance.compare import first_divergence, program_tolerance
+from conformance.engines.reference_engine import ReferenceEngine
 from conformance.interpret import run
+from conformance.program import Backward, Forward, Node, Param, Program, Ref
 from conformance.runner import reference_engine
 
 ENGINE = reference_engine()
@@ -88,3 +90,36 @@ def test_a_grad_on_one_side_only_is_a_grads_difference_alone():
     assert found.fields == {"grads"}, found.fields
     problems = first_divergence(program, engine, reference)[2]
     assert not any("requires_grad" in problem for problem in problems), problems
+
+
+class _RecordsCalls(ReferenceEngine):
+    """The reference, logging when each program starts and each tensor is made."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def start_program(self) -> None:
+        self.calls.append("start")
+
+    def tensor(self, value: np.ndarray, *, requires_grad: bool) -> object:
+        self.calls.append("tensor")
+        return super().tensor(value, requires_grad=requires_grad)
+
+
+def test_each_program_starts_with_start_program_before_its_first_tensor():
+    """One adapter runs many programs: ``start_program`` marks where each begins, so that an
+    adapter can reset what must not leak from one into the next (a compiled step, a cache)."""
+    engine = _RecordsCalls()
+    programs = [
+        Program((Param("p0", np.ones(2, dtype=np.float32)),),
+                (Forward("loss", (Node("loss", "sum", (Ref("p0"),)),)), Backward("loss"))),
+        Program((Param("p0", np.ones(3)), Param("p1", np.zeros(()))), ()),
+    ]
+    for program in programs:
+        run(engine, program)
+    starts = [i for i, call in enumerate(engine.calls) if call == "start"]
+    assert len(starts) == len(programs)
+    assert starts[0] == 0  # before the first program's first tensor
+    first, second = engine.calls[:starts[1]], engine.calls[starts[1]:]
+    assert first.count("tensor") >= 1  # the first program's param (and any constants)
+    assert second == ["start", "tensor", "tensor"]  # the second's two params, after its start
