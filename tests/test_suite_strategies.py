@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from conformance import choices
 from conformance import strategies as cs
 from conformance.adapter import Capabilities
 from conformance.graphs import forwards, indices, reached
@@ -515,3 +516,40 @@ def test_no_float64_param_is_stepped_where_the_engine_cannot_step_one():
     assert float64["stepping"] == 0, float64
     assert float64["not stepping"] > 0, float64
     assert float64["programs, supported"] > 0, float64
+
+
+def _helper_draws(draw) -> tuple:
+    """One value from each of ``conformance.choices``'s helpers."""
+    return (choices.integer(draw, -3, 4), choices.boolean(draw),
+            choices.real(draw, -4.0, 4.0, width=32), choices.real(draw, 0.5, 4.0),
+            choices.permutation(draw, ["a", "b", "c"]),
+            choices.integers(draw, 0, 2, min_size=1, max_size=4))
+
+
+def _check_helper_draws(drawn: tuple) -> None:
+    number, flag, single, double, shuffled, listed = drawn
+    assert isinstance(number, int)
+    assert -3 <= number <= 4
+    assert isinstance(flag, bool)
+    assert -4.0 <= single <= 4.0
+    assert float(np.float32(single)) == single  # width=32: exact in float32
+    assert 0.5 <= double <= 4.0
+    assert sorted(shuffled) == ["a", "b", "c"]
+    assert 1 <= len(listed) <= 4
+    assert all(0 <= i <= 2 for i in listed)
+
+
+@settings(max_examples=50, database=None, deadline=None)
+@given(st.data())
+def test_choice_helpers_draw_directly_inside_a_composite_and_through_any_other_draw(data):
+    """Inside a composite the helpers choose through Hypothesis's ``ConjectureData`` itself;
+    through ``st.data()``'s ``draw`` they fall back to strategies. Both give values in range."""
+
+    @st.composite
+    def direct(draw):
+        assert choices._conjecture(draw) is not None  # the fast path is the one taken
+        return _helper_draws(draw)
+
+    _check_helper_draws(data.draw(direct()))
+    assert choices._conjecture(data.draw) is None
+    _check_helper_draws(_helper_draws(data.draw))
