@@ -48,6 +48,11 @@ def _integers(low: int, high: int) -> st.SearchStrategy[int]:
     return st.integers(low, high)
 
 
+_UNWEIGHTED = 127
+"""The widest ``high - low`` that ``st.integers`` draws uniformly; wider, it weights its bounds
+(and the helpers leave such a draw to it)."""
+
+
 def _conjecture(draw: Draw) -> ConjectureData | None:
     """The ``ConjectureData`` a composite's ``draw`` is bound to, or None."""
     owner = getattr(draw, "__self__", None)
@@ -57,7 +62,7 @@ def _conjecture(draw: Draw) -> ConjectureData | None:
 def integer(draw: Draw, low: int, high: int) -> int:
     """``draw(st.integers(low, high))``."""
     data = _conjecture(draw)
-    if data is not None and high - low <= 127:  # wider: st.integers weights its bounds
+    if data is not None and high - low <= _UNWEIGHTED:
         return data.draw_integer(low, high)
     return int(draw(_integers(low, high)))
 
@@ -76,12 +81,17 @@ def real(draw: Draw, low: float, high: float, *, width: Literal[32, 64] = 64) ->
     data = _conjecture(draw)
     if data is None:
         return float(draw(_float_range(low, high, width)))
-    smallest_normal = width_smallest_normals(width)
-    reaches_subnormals = low < smallest_normal and high > -smallest_normal
-    value = data.draw_float(
-        low, high, allow_nan=False,
-        smallest_nonzero_magnitude=SMALLEST_SUBNORMAL if reaches_subnormals else smallest_normal)
+    value = data.draw_float(low, high, allow_nan=False,
+                            smallest_nonzero_magnitude=_smallest_nonzero(low, high, width))
     return value if width == 64 else float_of(value, width)
+
+
+@functools.cache
+def _smallest_nonzero(low: float, high: float, width: Literal[32, 64]) -> float:
+    """The smallest magnitude ``st.floats(low, high, width=width)`` draws: a subnormal where the
+    range reaches the subnormals, else the smallest normal."""
+    smallest_normal = width_smallest_normals(width)
+    return SMALLEST_SUBNORMAL if low < smallest_normal and high > -smallest_normal else smallest_normal
 
 
 def choose(draw: Draw, options: Sequence[T]) -> T:
@@ -103,7 +113,7 @@ def integers(draw: Draw, low: int, high: int, *, min_size: int, max_size: int) -
     """``draw(st.lists(st.integers(low, high), min_size=min_size, max_size=max_size))``: as
     long, on average, as Hypothesis's lists (which run long and shrink by deleting anywhere)."""
     data = _conjecture(draw)
-    if data is None or high - low > 127:
+    if data is None or high - low > _UNWEIGHTED:
         return list(draw(_integer_lists(low, high, min_size, max_size)))
     average = min(max(min_size * 2, min_size + 5), 0.5 * (min_size + max_size))
     with conjecture_utils.many(data, min_size, max_size, average) as elements:

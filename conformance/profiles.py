@@ -43,8 +43,10 @@ _COMMON = {
 # run and ``thorough`` saved nothing, on exactly the machines where users run them.
 _HYPOTHESIS_DEFAULTS = settings.get_profile("default")
 
-# max_examples=120: what a ci run of torch's 133 properties on 2 cores does in under a minute
-# (46 s with -n auto; 200 took 73 s), measured in docs/benchmarks.md.
+CI_EXAMPLES = 120
+"""Programs per property under ``ci``: what a ci run of torch's 133 properties on 2 cores
+does in under a minute (46 s with -n auto; 200 took 73 s), measured in docs/benchmarks.md."""
+
 # report_multiple_bugs=False: after a first failure Hypothesis would look for others for up
 # to 10 *seconds*, which makes a failing run's example counts depend on the machine's load.
 settings.register_profile(
@@ -52,7 +54,7 @@ settings.register_profile(
     _HYPOTHESIS_DEFAULTS,
     derandomize=True,
     database=None,
-    max_examples=120,
+    max_examples=CI_EXAMPLES,
     report_multiple_bugs=False,
     **_COMMON,
 )

@@ -13,11 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from hypothesis import settings
-
-import conformance.profiles  # noqa: F401 -- registers the ci profile
-
-CI_EXAMPLES = settings.get_profile("ci").max_examples
+from conformance.profiles import CI_EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -263,7 +263,7 @@ def test_an_engine_warning_is_not_a_crash_in_process_either(worker: Worker) -> N
     assert_same_trace("in process", SUMS, in_process, isolated)
 
 
-def test_the_loader_imports_torch_once_for_every_worker() -> None:
+def test_the_loader_imports_torch_before_it_forks_workers() -> None:
     """The built-in torch engine imports torch on first use (the main process never needs it);
     the loader imports it before forking, so that a worker started after a crash does not."""
     worker = Worker("torch")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import traceback
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -226,11 +226,22 @@ def _instruction(program: Program, observation: Any) -> Any:
     return program.instructions[observation.index - 1] if observation.index else None
 
 
+class _GradDifference(NamedTuple):
+    """One param's grad that differs right after a backward (:func:`_grads_at_backward`)."""
+
+    param: str
+    engine: np.ndarray
+    reference: np.ndarray
+    why: str
+    before: np.ndarray
+    """The param's value right before the backward (the engine's, which the reference took)."""
+
+
 def _grads_at_backward(ops: Collection[str], program: Program,
-                       trace: Trace) -> list[tuple[str, Any, Any, str]] | None:
+                       trace: Trace) -> list[_GradDifference] | None:
     """For a run using one of ``ops`` whose first difference is right after a backward that
-    raised nowhere: each grad whose values differ there, as ``(param, engine's, reference's,
-    why)`` (empty where only something else differs); None for every other run."""
+    raised nowhere: each grad whose values differ there (empty where only something else
+    differs); None for every other run."""
     first = _first_divergence(program, trace)
     if first is None or not _uses(ops, program):
         return None
@@ -238,7 +249,9 @@ def _grads_at_backward(ops: Collection[str], program: Program,
     if not isinstance(_instruction(program, got), Backward) or got.error or want.error:
         return None
     tolerance = program_tolerance(program)
-    return [(name, got.grads[name], grad, why) for name, grad in want.grads.items()
+    before = trace[got.index - 1].values
+    return [_GradDifference(name, got.grads[name], grad, why, before[name])
+            for name, grad in want.grads.items()
             if grad is not None and got.grads[name] is not None
             and (why := array_mismatch(got.grads[name], grad, tolerance=tolerance)) is not None]
 
@@ -260,7 +273,7 @@ def _nonfinite_grad_differs(op: str) -> Callable[[Program, Trace], bool]:
         differing = _grads_at_backward({op}, program, trace)
         if not differing:
             return False
-        return all(why.endswith("in different places") for _, _, _, why in differing)
+        return all(d.why.endswith("in different places") for d in differing)
 
     return predicate
 
@@ -280,13 +293,12 @@ def _grads_flushed_by_tanh(program: Program, trace: Trace) -> bool:
         return False
     found = divergence(program, trace, reference_trace(program))
     assert found is not None  # _grads_at_backward found the same first difference
-    if found.fields != {"grads"} or found.params != {name for name, _, _, _ in differing}:
+    if found.fields != {"grads"} or found.params != {d.param for d in differing}:
         return False
-    before = trace[found.index - 1].values
-    return all(engine.shape == reference.shape == before[name].shape
-               and bool(np.all((engine == 0) | (engine == reference)
-                               | (np.abs(before[name]) < TANH_FLUSHED_BELOW)))
-               for name, engine, reference, _ in differing)
+    return all(d.engine.shape == d.reference.shape == d.before.shape
+               and bool(np.all((d.engine == 0) | (d.engine == d.reference)
+                               | (np.abs(d.before) < TANH_FLUSHED_BELOW)))
+               for d in differing)
 
 
 def _grad_dtype_not_its_params(program: Program, trace: Trace) -> bool:
@@ -298,7 +310,7 @@ def _grad_dtype_not_its_params(program: Program, trace: Trace) -> bool:
             grad is not None and grad.dtype != trace[-1].values[name].dtype
             for name, grad in trace[-1].grads.items())
     differing = _grads_at_backward(OPS, program, trace) or []
-    return bool(differing) and all(why.startswith("dtype ") for _, _, _, why in differing)
+    return bool(differing) and all(d.why.startswith("dtype ") for d in differing)
 
 
 KINKS = ("abs", "relu", "clamp")
@@ -307,16 +319,12 @@ KINKS = ("abs", "relu", "clamp")
 def _grads_at_nan_kinks(program: Program, trace: Trace) -> bool:
     """Runs using abs, relu or clamp that first differ at a backward that raised nowhere, in
     grad values only where the param itself is NaN (the kink's branch taken at NaN)."""
-    differing = _grads_at_backward(KINKS, program, trace)
-    first = _first_divergence(program, trace)
-    if not differing or first is None:
-        return False
-    before = trace[first[0].index - 1].values
-    return all(
-        engine.shape == reference.shape == before[name].shape
-        and bool(np.all(np.isnan(before[name]) | (engine == reference)))
-        and bool(np.isnan(before[name]).any())
-        for name, engine, reference, _ in differing
+    differing = _grads_at_backward(KINKS, program, trace) or []
+    return bool(differing) and all(
+        d.engine.shape == d.reference.shape == d.before.shape
+        and bool(np.all(np.isnan(d.before) | (d.engine == d.reference)))
+        and bool(np.isnan(d.before).any())
+        for d in differing
     )
 
 
@@ -326,12 +334,8 @@ MAX_MIN = ("max", "min", "amax", "amin", "max_dim", "min_dim", "maximum", "minim
 def _grads_at_nan_max_min(program: Program, trace: Trace) -> bool:
     """Runs using a max or min that first differ at a backward that raised nowhere, only in
     grads of params holding a NaN (where the NaN's share of the grad went)."""
-    differing = _grads_at_backward(MAX_MIN, program, trace)
-    first = _first_divergence(program, trace)
-    if not differing or first is None:
-        return False
-    before = trace[first[0].index - 1].values
-    return all(bool(np.isnan(before[name]).any()) for name, _, _, _ in differing)
+    differing = _grads_at_backward(MAX_MIN, program, trace) or []
+    return bool(differing) and all(bool(np.isnan(d.before).any()) for d in differing)
 
 
 def _grads_written_before_error(kind: ErrorKind) -> Callable[[Program, Trace], bool]:
