@@ -52,6 +52,7 @@ FEATURES: frozenset[str] = frozenset(
         "update_no_grad",  # a user's in-place param update under no_grad (w -= lr * w.grad)
         "update_data",  # a user's update through .data (w.data.sub_(lr * w.grad))
         "edit_grad",  # a user's in-place edit of a grad (w.grad.zero_(), w.grad.mul_(0.5))
+        "set_grad",  # w.grad = tensor(...): the optimizer-rule properties step on drawn grads
         "create_graph",  # backward(create_graph=True)
         "add_param_group",  # optimizer.add_param_group({...}) after steps
         "state_dict",  # optimizer.state_dict() loaded into a fresh optimizer
@@ -305,6 +306,15 @@ class Engine(abc.ABC):
     def set_grad_none(self, param: Any) -> None:
         """``param.grad = None``."""
 
+    def set_grad(self, param: Any, value: np.ndarray) -> None:
+        """``param.grad = tensor(value)`` (the param's dtype and shape): how the optimizer-rule
+        properties give each step its gradients. Engines that cannot assign a grad declare
+        ``set_grad`` unsupported, and those properties are skipped."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.set_grad is not implemented: implement it (param.grad = "
+            "tensor(value)), or declare 'set_grad' unsupported in capabilities"
+        )
+
     def same_object(self, first: Any, second: Any) -> bool:
         """Whether two grads read at different times are one object (torch: ``is``)."""
         return first is second
@@ -401,3 +411,113 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def classify(self, error: Exception) -> ErrorKind | None:
         """The category of an exception the engine raised; None if it is not one of them."""
+
+
+class FunctionalEngine(abc.ABC):
+    """The protocol of an engine whose arrays have no ``.grad``: gradients come from a function
+    transform (``vjp``, ``grad``) and optimizers take gradients as input (MLX, JAX).
+
+    Such an engine runs the properties marked ``functional``: gradient conventions and
+    indexing gradients through :meth:`vjp`, and every optimizer-rule property through
+    :meth:`optimizer_step` on gradients the suite draws, so a difference in a gradient cannot
+    hide one in the optimizer. The other properties test torch's stateful bookkeeping
+    (accumulation into ``.grad``, freeing and retaining graphs, ``zero_grad``, a grad's
+    identity): they are reported "not applicable: functional engine", never emulated.
+
+    How a program's instructions arrive (``conformance.interpret`` runs them):
+
+    - each param: :meth:`array` of its value;
+    - ``Forward``: its ops through :meth:`apply` on the current arrays (an error is the
+      forward's, as in torch);
+    - ``loss.backward()`` / ``loss.backward(gradient)``: :meth:`vjp` of a function that runs
+      the forward again from the params it reaches, at their current arrays; the grads of the
+      params it does not reach are None;
+    - ``p.grad = tensor(g)`` / ``p.grad = None``: that param's grad for the next steps;
+    - ``torch.optim.<Kind>(groups, **defaults)``: :meth:`optimizer`;
+    - ``opt.step()``: :meth:`optimizer_step` with the params the optimizer holds, in its
+      groups' order, and their grads (None: no grad, the param must not move);
+    - ``opt.param_groups[i][key] = value``: :meth:`set_hyperparameter`; a ``state_dict()``
+      round trip: :meth:`state_dict` and :meth:`load_state_dict`; ``add_param_group``:
+      :meth:`add_param_group` (each optional: declare ``state_dict``, ``add_param_group``,
+      ``set_hyperparameter`` unsupported).
+
+    Optimizer calls take hyperparameters as torch names and values, as :meth:`Engine.sgd`
+    describes; the adapter translates them to the engine's own (``learning_rate``, ...).
+    """
+
+    name: ClassVar[str] = "unnamed"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    known_deviations: ClassVar[Sequence[KnownDeviation]] = ()
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """The engine's version string, for the report header."""
+
+    def start_program(self) -> None:  # noqa: B027 -- an optional hook, no-op by default
+        """As :meth:`Engine.start_program`: called once before each program."""
+
+    @abc.abstractmethod
+    def array(self, value: np.ndarray) -> Any:
+        """A new array holding a copy of ``value`` (same dtype and shape)."""
+
+    @abc.abstractmethod
+    def to_numpy(self, array: Any) -> np.ndarray:
+        """A copy of the array's values (params and grads)."""
+
+    @abc.abstractmethod
+    def apply(self, op: str, operands: Sequence[Any], params: Mapping[str, Any]) -> Any:
+        """Run one op of ``conformance.ops.OPS``; operands are arrays or Python floats."""
+
+    @abc.abstractmethod
+    def vjp(self, forward: Callable[[Sequence[Any]], Any], params: Sequence[Any],
+            cotangent: Any | None) -> Sequence[Any]:
+        """The gradients of ``forward`` (a function of a list of arrays, returning the loss,
+        made of :meth:`apply` calls) at ``params``, one per param. ``cotangent`` is None for
+        ``loss.backward()`` (the loss must be a scalar: a non-scalar one raises, as torch's
+        ``NON_SCALAR_BACKWARD``), else an array of the loss's shape (a wrong shape raises)."""
+
+    @abc.abstractmethod
+    def optimizer(self, kind: str, groups: Sequence[Mapping[str, Any]],
+                  defaults: Mapping[str, Any]) -> Any:
+        """An optimizer (anything; the suite passes it back) of a kind of
+        ``conformance.program.OPTIMIZERS``, with groups and defaults as :meth:`Engine.sgd`
+        describes; each group's "params" holds the params' arrays at construction. Invalid
+        hyperparameters raise here, as torch's constructors do."""
+
+    @abc.abstractmethod
+    def optimizer_step(self, optimizer: Any, params: Sequence[Any],
+                       grads: Sequence[Any | None]) -> Sequence[Any]:
+        """One step: the new arrays of ``params`` (those the optimizer holds, in its groups'
+        order) given their ``grads``; a param whose grad is None keeps its value and state."""
+
+    def set_hyperparameter(self, optimizer: Any, group: int, key: str, value: Any) -> None:
+        """``optimizer.param_groups[group][key] = value`` between steps."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.set_hyperparameter is not implemented: implement it, or "
+            "declare 'set_hyperparameter' unsupported in capabilities")
+
+    def add_param_group(self, optimizer: Any, group: Mapping[str, Any]) -> None:
+        """``optimizer.add_param_group(group)``; its "params" hold arrays."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.add_param_group is not implemented: implement it, or "
+            "declare 'add_param_group' unsupported in capabilities")
+
+    def state_dict(self, optimizer: Any) -> Any:
+        """The optimizer's state, passed unchanged to :meth:`load_state_dict`."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.state_dict is not implemented: implement it and "
+            "load_state_dict, or declare 'state_dict' unsupported in capabilities")
+
+    def load_state_dict(self, optimizer: Any, state: Any) -> None:
+        """Load :meth:`state_dict`'s result into a freshly built optimizer."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.load_state_dict is not implemented: implement it and "
+            "state_dict, or declare 'state_dict' unsupported in capabilities")
+
+    @abc.abstractmethod
+    def classify(self, error: Exception) -> ErrorKind | None:
+        """The category of an exception the engine raised; None if it is not one of them."""
+
+
+AnyEngine = Engine | FunctionalEngine
+"""An engine of either tier."""

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from conformance.adapter import Engine
+from conformance.adapter import AnyEngine, Engine, FunctionalEngine
 from conformance.errors import EngineCrash, ErrorKind
+from conformance.graphs import reached
 from conformance.program import (
     AddParamGroup,
     Backward,
@@ -29,6 +30,7 @@ from conformance.program import (
     Program,
     Ref,
     ReloadOptimizer,
+    SetGrad,
     SetGradNone,
     SetHyperparameter,
     Step,
@@ -110,6 +112,8 @@ class _Machine:
             engine.zero_grad(self.optimizer, **instruction.arguments)
         elif isinstance(instruction, SetGradNone):
             engine.set_grad_none(self.params[instruction.param])
+        elif isinstance(instruction, SetGrad):
+            engine.set_grad(self.params[instruction.param], instruction.value)
         elif isinstance(instruction, SetHyperparameter):
             engine.set_hyperparameter(
                 self.optimizer, instruction.group, instruction.key, instruction.value
@@ -177,8 +181,147 @@ class _Machine:
         return Observation(index, label, error, values, grads, same, requires, aliased)
 
 
+class StatefulInstruction(TypeError):
+    """A program given to a functional engine holds an instruction only stateful autograd
+    has (a property that draws it must not be marked ``functional``): a bug in the suite."""
+
+
+class _FunctionalMachine:
+    """The interpreter's state for a run on a :class:`FunctionalEngine`: the params' current
+    arrays, each param's grad (what the last backward or ``p.grad = g`` gave it), the forwards
+    built so far and the optimizer. See :class:`FunctionalEngine` for how each instruction
+    becomes a call."""
+
+    def __init__(self, engine: FunctionalEngine, program: Program) -> None:
+        self.engine = engine
+        self.params = {p.name: engine.array(p.value) for p in program.params}
+        self.grads: dict[str, Any] = {name: None for name in self.params}
+        self.tensors: dict[str, Any] = {}  # the nodes of the forwards that ran, by name
+        self.forwards: dict[str, Forward] = {}
+        self.optimizer: Any = None
+        self.built: list[MakeOptimizer | AddParamGroup] = []
+
+    def runnable(self, instruction: Instruction) -> bool:
+        if isinstance(instruction, Backward):
+            return instruction.loss in self.tensors
+        if isinstance(instruction, (Step, SetHyperparameter, AddParamGroup, ReloadOptimizer)):
+            return self.optimizer is not None
+        return True
+
+    def check(self, instruction: Instruction) -> None:
+        """Raise :class:`StatefulInstruction` for what a functional engine cannot express."""
+        if isinstance(instruction, Backward):
+            if set(instruction.arguments) - {"gradient"}:
+                raise StatefulInstruction(
+                    f"{describe(instruction)}: retain_graph and create_graph are stateful autograd")
+            if any(self.grads[name] is not None
+                   for name in reached(self.forwards[instruction.loss], self.params)):
+                raise StatefulInstruction(
+                    f"{describe(instruction)}: accumulates into grads an earlier instruction gave")
+        elif not isinstance(instruction, (Forward, MakeOptimizer, Step, SetGrad, SetGradNone,
+                                          SetHyperparameter, AddParamGroup, ReloadOptimizer)):
+            raise StatefulInstruction(f"{describe(instruction)}: stateful autograd only")
+
+    def execute(self, instruction: Instruction) -> None:
+        engine = self.engine
+        if isinstance(instruction, Forward):
+            self.forwards[instruction.loss] = instruction
+            self.tensors.update(self._evaluate(instruction, self.params))
+        elif isinstance(instruction, Backward):
+            forward = self.forwards[instruction.loss]
+            names = sorted(reached(forward, self.params))
+
+            def function(arrays: Any) -> Any:
+                values = {**self.params, **dict(zip(names, arrays, strict=True))}
+                return self._evaluate(forward, values)[forward.loss]
+
+            gradient = instruction.arguments.get("gradient")
+            cotangent = None if gradient is None else engine.array(gradient)
+            grads = engine.vjp(function, [self.params[name] for name in names], cotangent)
+            if len(grads) != len(names):
+                raise ValueError(f"{type(engine).__name__}.vjp returned {len(grads)} grads "
+                                 f"for {len(names)} params")
+            self.grads.update(zip(names, grads, strict=True))
+        elif isinstance(instruction, SetGrad):
+            self.grads[instruction.param] = engine.array(instruction.value)
+        elif isinstance(instruction, SetGradNone):
+            self.grads[instruction.param] = None
+        elif isinstance(instruction, MakeOptimizer):
+            self.optimizer = self._build(instruction)
+            self.built = [instruction]
+        elif isinstance(instruction, AddParamGroup):
+            engine.add_param_group(self.optimizer, self._group(instruction.group))
+            self.built.append(instruction)
+        elif isinstance(instruction, ReloadOptimizer):
+            state = engine.state_dict(self.optimizer)
+            make, *added = self.built
+            fresh = self._build(make)
+            for addition in added:
+                assert isinstance(addition, AddParamGroup)
+                engine.add_param_group(fresh, self._group(addition.group))
+            engine.load_state_dict(fresh, state)
+            self.optimizer = fresh
+        elif isinstance(instruction, Step):
+            held = [name for made in self.built
+                    for group in (made.groups if isinstance(made, MakeOptimizer)
+                                  else (made.group,))
+                    for name in group.params]
+            stepped = engine.optimizer_step(self.optimizer, [self.params[n] for n in held],
+                                            [self.grads[n] for n in held])
+            if len(stepped) != len(held):
+                raise ValueError(f"{type(engine).__name__}.optimizer_step returned "
+                                 f"{len(stepped)} arrays for {len(held)} params")
+            self.params.update(zip(held, stepped, strict=True))
+        elif isinstance(instruction, SetHyperparameter):
+            engine.set_hyperparameter(self.optimizer, instruction.group, instruction.key,
+                                      instruction.value)
+        else:
+            raise StatefulInstruction(f"{describe(instruction)}: stateful autograd only")
+
+    def _evaluate(self, forward: Forward, values: dict[str, Any]) -> dict[str, Any]:
+        tensors = dict(values)
+        for node in forward.nodes:
+            operands = [tensors[o.name] if isinstance(o, Ref)
+                        else self.engine.array(o.value) if isinstance(o, Const) else o
+                        for o in node.operands]
+            tensors[node.out] = self.engine.apply(node.op, operands, node.params)
+        return {node.out: tensors[node.out] for node in forward.nodes}
+
+    def _group(self, group: Group) -> dict[str, Any]:
+        return {"params": [self.params[name] for name in group.params], **group.overrides}
+
+    def _build(self, make: MakeOptimizer | AddParamGroup) -> Any:
+        assert isinstance(make, MakeOptimizer)
+        groups = [self._group(group) for group in make.groups]
+        return self.engine.optimizer(make.kind, groups, make.defaults)
+
+    def follow(self, observation: Observation) -> None:
+        """As :meth:`_Machine.follow`: the params take another run's values (in place: the
+        oracle's optimizer holds them)."""
+        if observation.error is not None:
+            return
+        for name, param in self.params.items():
+            self.engine.follow(param, observation.values[name])  # type: ignore[attr-defined]
+
+    def follow_grads(self, observation: Observation) -> None:
+        """As :meth:`_Machine.follow_grads`: the grads take another run's values."""
+        for name, grad in self.grads.items():
+            value = observation.grads[name]
+            if grad is not None and value is not None:
+                self.grads[name] = self.engine.array(value)
+
+    def observe(self, index: int, label: str, error: ErrorKind | None) -> Observation:
+        """Params and grads; a functional engine's grads have no identity, history or
+        memory shared between params to observe (None, None, none)."""
+        values = {name: self.engine.to_numpy(p) for name, p in self.params.items()}
+        grads = {name: None if g is None else self.engine.to_numpy(g)
+                 for name, g in self.grads.items()}
+        nothing: dict[str, bool | None] = {name: None for name in self.params}
+        return Observation(index, label, error, values, grads, nothing, dict(nothing), [])
+
+
 def run(
-    engine: Engine,
+    engine: AnyEngine,
     program: Program,
     *,
     follow: list[Observation] | None = None,
@@ -208,7 +351,9 @@ def run(
     """
     RUNS[id(engine)] += 1
     engine.start_program()
-    machine = _Machine(engine, program)
+    machine: _Machine | _FunctionalMachine = (
+        _FunctionalMachine(engine, program) if isinstance(engine, FunctionalEngine)
+        else _Machine(engine, program))
     trace: list[Observation] = []
 
     def record(observation: Observation) -> None:
@@ -224,8 +369,12 @@ def run(
             continue
         if follow is not None and isinstance(instruction, Step):
             machine.follow_grads(follow[index - 1])
+        if isinstance(machine, _FunctionalMachine):
+            machine.check(instruction)  # a suite bug: outside what the engine is blamed for
         try:
             machine.execute(instruction)
+        except StatefulInstruction:
+            raise
         except Exception as exc:
             error = engine.classify(exc)
             if error is None:
@@ -243,7 +392,7 @@ def run(
     return trace
 
 
-def _crash(engine: Engine, program: Program, index: int, trace: list[Observation],
+def _crash(engine: AnyEngine, program: Program, index: int, trace: list[Observation],
            exc: Exception, what: str) -> EngineCrash:
     """The crash of ``engine`` at instruction ``index``: what it raised and the script."""
     return EngineCrash(

@@ -34,14 +34,18 @@ from typing import Any
 import pytest
 
 from conformance import isolation, profiles  # profiles: registered before Hypothesis loads one
-from conformance.adapter import Engine, KnownDeviation
+from conformance.adapter import AnyEngine, FunctionalEngine, KnownDeviation
 from conformance.database import DATABASE_ENV, Database, DatabaseError, example_key, open_database
 
 ENGINE_ENV = "CONFORMANCE_ENGINE"
 DEFAULT_ENGINE = "reference"
 PROPERTIES_PACKAGE = "conformance.properties."
+NOT_APPLICABLE = ("not applicable: functional engine (the property tests torch's stateful "
+                  "autograd: .grad accumulation, graphs freed or retained, zero_grad, a grad's "
+                  "identity)")
+"""The skip reason of a property not marked ``functional`` on a functional engine."""
 
-_engine_key = pytest.StashKey[Engine]()
+_engine_key = pytest.StashKey[AnyEngine]()
 _stale_key = pytest.StashKey[list[str]]()
 _witness_key = pytest.StashKey[KnownDeviation]()
 _database_key = pytest.StashKey[Database]()
@@ -116,6 +120,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "runs only these, for an engine whose autograd is one already checked (torch with "
         "other optimizers: foreach, fused, hand-written)"
     )
+    config.addinivalue_line(
+        "markers", "functional: the property's programs need no stateful autograd (a single "
+        "backward from no grads, grads given by p.grad = ..., optimizer steps): it runs on "
+        "functional engines too; the others are not applicable to them"
+    )
     spec = config.getoption("engine") or os.environ.get(ENGINE_ENV)
     if spec or _collects_properties(config):
         _open_database(config)  # before the engine starts: a bad URL is a usage error at once
@@ -151,7 +160,7 @@ def _collects_properties(config: pytest.Config) -> bool:
     return any(str(arg).split("::")[0].startswith("conformance") for arg in config.args)
 
 
-def _load(spec: str) -> Engine:
+def _load(spec: str) -> AnyEngine:
     from conformance.engines import UnknownEngine, load_engine
 
     try:
@@ -160,7 +169,7 @@ def _load(spec: str) -> Engine:
         raise pytest.UsageError(str(exc)) from None
 
 
-def engine_of(config: pytest.Config) -> Engine:
+def engine_of(config: pytest.Config) -> AnyEngine:
     """The engine under test for this session (loading the default on first use)."""
     if _engine_key not in config.stash:
         config.stash[_engine_key] = _load(DEFAULT_ENGINE)
@@ -168,7 +177,7 @@ def engine_of(config: pytest.Config) -> Engine:
 
 
 @pytest.fixture(scope="session")
-def engine(pytestconfig: pytest.Config) -> Engine:
+def engine(pytestconfig: pytest.Config) -> AnyEngine:
     """The engine under test."""
     return engine_of(pytestconfig)
 
@@ -445,7 +454,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from hypothesis import settings
 
     fixed_draws = settings.get_current_profile_name() == profiles.RECORDED_PROFILE
+    functional = isinstance(engine, FunctionalEngine)
     for item, pid in properties:
+        if functional and item.get_closest_marker("functional") is None:
+            item.add_marker(pytest.mark.skip(reason=NOT_APPLICABLE))
+            continue
         for marker in item.iter_markers("requires"):
             for feature in marker.args:
                 if feature in unsupported:
@@ -467,7 +480,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[_stale_key] = [pid for pid in deviations if pid not in matched]
 
 
-def deviations_by_property(engine: Engine) -> dict[str, KnownDeviation]:
+def deviations_by_property(engine: AnyEngine) -> dict[str, KnownDeviation]:
     """The engine's known deviations by the property ids they name; a property named twice is
     a usage error (its xfail could give only one of the reasons)."""
     by_property: dict[str, KnownDeviation] = {}

@@ -170,6 +170,17 @@ class SetGradNone:
     param: str
 
 
+@dataclass(frozen=True, eq=False)
+class SetGrad:
+    """``param.grad = torch.tensor(value)``: a gradient the program gives instead of one a
+    backward computes, as users do with gradients they all-reduce, clip or load. The
+    optimizer-rule properties step on such drawn gradients, so that a difference in a
+    gradient cannot hide (or stand in for) a difference in the optimizer's rule."""
+
+    param: str
+    value: np.ndarray
+
+
 @dataclass(frozen=True)
 class SetHyperparameter:
     group: int
@@ -225,8 +236,8 @@ class EditGrad:
 
 
 Instruction = (
-    Forward | Backward | MakeOptimizer | Step | ZeroGrad | SetGradNone | SetHyperparameter
-    | Update | EditGrad | AddParamGroup | ReloadOptimizer
+    Forward | Backward | MakeOptimizer | Step | ZeroGrad | SetGradNone | SetGrad
+    | SetHyperparameter | Update | EditGrad | AddParamGroup | ReloadOptimizer
 )
 
 
@@ -283,6 +294,8 @@ def describe(instruction: Instruction) -> str:
         return f"forward {instruction.loss} ({len(instruction.nodes)} ops)"
     if isinstance(instruction, ReloadOptimizer):
         return "opt rebuilt from opt.state_dict()"
+    if isinstance(instruction, SetGrad):  # the values are in the script's line above
+        return f"{instruction.param}.grad = torch.tensor(...)"
     return " ".join(line.strip() for line in render(instruction)).replace('"', "'")
 
 
@@ -315,6 +328,8 @@ def render(instruction: Instruction, *, built: Sequence[Instruction] = ()) -> li
         return [f"opt.zero_grad({passed})"]
     if isinstance(instruction, SetGradNone):
         return [f"{instruction.param}.grad = None"]
+    if isinstance(instruction, SetGrad):
+        return [f"{instruction.param}.grad = {tensor_literal(instruction.value)}"]
     if isinstance(instruction, SetHyperparameter):
         value = _scalar(instruction.value)
         return [f'opt.param_groups[{instruction.group}]["{instruction.key}"] = {value}']

@@ -1,7 +1,8 @@
 """Collect per-property verdicts from a pytest run and write them as JSON and Markdown.
 
 A verdict is one of: ``pass``, ``fail``, ``known deviation`` (a strict xfail that failed as
-expected), ``unsupported`` (skipped: the engine declared a capability gap), ``fixed deviation``
+expected), ``unsupported`` (skipped: the engine declared a capability gap), ``not applicable``
+(skipped: a property of torch's stateful autograd, on a functional engine), ``fixed deviation``
 (a known deviation that passed: strict xfail turns it into a failure), ``error``.
 """
 
@@ -21,6 +22,7 @@ VERDICT_MARKS = {
     "fail": "❌ fail",
     "known deviation": "⚠️ known deviation",
     "unsupported": "⏭️ unsupported",
+    "not applicable": "➖ not applicable",
     "fixed deviation": "❗ fixed deviation",
     "error": "💥 error",
 }
@@ -228,7 +230,9 @@ class Collector:
         if report.skipped and xfail_reason is not None:
             result.verdict, result.reason = "known deviation", str(xfail_reason)
         elif report.skipped:
-            result.verdict, result.reason = "unsupported", _skip_reason(report)
+            reason = _skip_reason(report)
+            verdict = "not applicable" if reason.startswith("not applicable") else "unsupported"
+            result.verdict, result.reason = verdict, reason
         elif report.passed and report.when == "call" and xfail_reason is not None:
             # a witness whose examples never reached its deviation (a rare one, or any under
             # random seeds): a pass, said so

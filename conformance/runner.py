@@ -13,7 +13,7 @@ from hypothesis import assume
 from hypothesis.control import currently_in_test_context
 
 from conformance import interpret, isolation
-from conformance.adapter import Engine, KnownDeviation
+from conformance.adapter import AnyEngine, Engine, FunctionalEngine, KnownDeviation
 from conformance.compare import (
     FoundDivergence,
     assert_same_trace,
@@ -38,6 +38,15 @@ def reference_engine() -> Engine:
     from conformance.engines.reference_engine import ReferenceEngine
 
     return ReferenceEngine()
+
+
+@functools.cache
+def functional_reference() -> FunctionalEngine:
+    """The oracle of a functional engine: the reference's functional tier
+    (:class:`conformance.functional.Functionalized`), run by the same interpreter."""
+    from conformance.functional import Functionalized
+
+    return Functionalized(reference_engine())
 
 
 @dataclass
@@ -68,7 +77,7 @@ CURRENT_TALLY: contextvars.ContextVar[Tally | None] = contextvars.ContextVar(
 
 
 def set_aside_known_deviations(
-    engine: Engine, program: Program, trace: list[Observation], *, crashed: bool = False,
+    engine: AnyEngine, program: Program, trace: list[Observation], *, crashed: bool = False,
     message: str = "", compared: bool = False,
 ) -> None:
     """Discard this run if a scoped known deviation of the engine shows in it, unless the
@@ -86,7 +95,7 @@ def set_aside_known_deviations(
         _COMPARED_TO_THE_END.reset(token)
 
 
-def _set_aside(engine: Engine, program: Program, trace: list[Observation], current: str, *,
+def _set_aside(engine: AnyEngine, program: Program, trace: list[Observation], current: str, *,
                crashed: bool, message: str, compared: bool) -> None:
     for deviation in engine.known_deviations:
         if deviation.witnessed_by(current):
@@ -127,13 +136,16 @@ _last_reference: tuple[Program, list[Observation] | None, list[Observation]] | N
 """The last program, the engine trace the reference followed in it (None: none), its trace."""
 
 
-def reference_trace(program: Program, *, follow: list[Observation] | None = None
-                    ) -> list[Observation]:
+def reference_trace(program: Program, *, follow: list[Observation] | None = None,
+                    functional: bool = False) -> list[Observation]:
     """The reference's trace of ``program``: the one the current comparison uses, for an
-    ``applies`` that needs it, or else a run of its own (cached for the last program)."""
+    ``applies`` that needs it, or else a run of its own (cached for the last program).
+    ``functional``: run through the reference's functional tier, the oracle of a
+    :class:`FunctionalEngine`."""
     global _last_reference
     if follow is not None or _last_reference is None or _last_reference[0] is not program:
-        _last_reference = (program, follow, run(reference_engine(), program, follow=follow))
+        oracle = functional_reference() if functional else reference_engine()
+        _last_reference = (program, follow, run(oracle, program, follow=follow))
     return _last_reference[2]
 
 
@@ -227,7 +239,7 @@ def drift_divergence(program: Program, trace: list[Observation]) -> FoundDiverge
                  lambda: amplification(program))
 
 
-def _execute(engine: Engine, program: Program) -> list[Observation]:
+def _execute(engine: AnyEngine, program: Program) -> list[Observation]:
     """Run on the engine under test: in its worker process when the plugin attached one (see
     :mod:`conformance.isolation`), else here. The program is counted here, where the plugin
     reads ``interpret.RUNS``. An interpreter replaced by a test (the catalogue's generate-only
@@ -245,7 +257,7 @@ def _execute(engine: Engine, program: Program) -> list[Observation]:
     return worker.run(program)
 
 
-def _run_on_engine(engine: Engine, program: Program) -> list[Observation]:
+def _run_on_engine(engine: AnyEngine, program: Program) -> list[Observation]:
     """Run on the engine under test; a crash that a scoped known deviation describes is set
     aside (its ``applies`` sees the trace up to the crash, a worker's death included)."""
     try:
@@ -257,14 +269,14 @@ def _run_on_engine(engine: Engine, program: Program) -> list[Observation]:
         raise
 
 
-def run_engine(engine: Engine, program: Program) -> list[Observation]:
+def run_engine(engine: AnyEngine, program: Program) -> list[Observation]:
     """Run on the engine alone (for oracle-free laws), scoped known deviations set aside."""
     trace = _run_on_engine(engine, program)
     set_aside_known_deviations(engine, program, trace)
     return trace
 
 
-def check_against_reference(engine: Engine, program: Program) -> list[Observation]:
+def check_against_reference(engine: AnyEngine, program: Program) -> list[Observation]:
     """Run ``program`` on both; raise ``Divergence`` at the first observable difference.
 
     The engine runs first; the reference then follows its param values after every step (see
@@ -276,7 +288,8 @@ def check_against_reference(engine: Engine, program: Program) -> list[Observatio
     """
     __tracebackhide__ = True
     actual = _run_on_engine(engine, program)
-    expected = reference_trace(program, follow=actual)  # before applies, which may read it
+    expected = reference_trace(program, follow=actual,  # before applies, which may read it
+                               functional=isinstance(engine, FunctionalEngine))
     compared = engine.capabilities.supports("steps_at_param_precision")
     set_aside_known_deviations(engine, program, actual, compared=compared)
     assert_same_trace(engine.name, program, actual, expected)

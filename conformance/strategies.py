@@ -21,6 +21,7 @@ from conformance.adapter import OPTIMIZER_HYPERPARAMETERS, Capabilities
 from conformance.choices import (
     Draw,
     Scalars,
+    array,
     boolean,
     choose,
     integer,
@@ -46,6 +47,7 @@ from conformance.program import (
     Program,
     Ref,
     ReloadOptimizer,
+    SetGrad,
     SetGradNone,
     SetHyperparameter,
     Step,
@@ -313,8 +315,37 @@ def graphs(
                     **options)
 
 
+def draw_grads(draw: Draw, capabilities: Capabilities, params: Sequence[Param]
+               ) -> list[SetGrad | SetGradNone]:
+    """``p.grad = torch.tensor(g)`` for each param, with values as edge-rich as a param's,
+    or now and then ``p.grad = None`` (never where the engine declared ``step_none_grad``
+    unsupported): the gradients an optimizer-rule property steps on."""
+    none = capabilities.supports("step_none_grad")
+    drawn: list[SetGrad | SetGradNone] = []
+    for param in params:
+        if none and integer(draw, 0, 4) == 4:  # shrinks towards a grad given
+            drawn.append(SetGradNone(param.name))
+        else:
+            drawn.append(SetGrad(param.name, array(draw, param.value.shape, param.value.dtype)))
+    return drawn
+
+
+def steps_on_drawn_grads(draw: Draw, capabilities: Capabilities, params: Sequence[Param],
+                         steps: int) -> list[Instruction]:
+    """``steps`` rounds of drawn grads (:func:`draw_grads`) and ``opt.step()``."""
+    instructions: list[Instruction] = []
+    for _ in range(steps):
+        instructions += [*draw_grads(draw, capabilities, params), Step()]
+    return instructions
+
+
+drawn_steps = st.composite(steps_on_drawn_grads)
+""":func:`steps_on_drawn_grads` as a strategy."""
+
+
 ACTIONS = ("forward_backward", "backward_again", "step", "zero_grad", "set_grad_none",
-           "set_hyperparameter", "update", "edit_grad", "add_param_group", "reload_optimizer")
+           "set_hyperparameter", "update", "edit_grad", "add_param_group", "reload_optimizer",
+           "set_grads")
 """What :func:`programs` draws instructions from (see its docstring)."""
 
 
@@ -340,7 +371,9 @@ def programs(
     "step", "zero_grad", "set_grad_none", "set_hyperparameter", "update" (a user's in-place
     update of a param under ``no_grad`` or through ``.data``), "edit_grad" (a user's in-place
     edit of a grad), "add_param_group" (a param the optimizer does not hold yet, with its own
-    overrides), "reload_optimizer" (a ``state_dict()`` round trip into a fresh optimizer).
+    overrides), "reload_optimizer" (a ``state_dict()`` round trip into a fresh optimizer),
+    "set_grads" (every param's grad given: ``p.grad = torch.tensor(...)`` or ``None``, see
+    :func:`draw_grads`).
     Optional arguments are passed or left out as a user would
     (:func:`backward_calls`, :func:`zero_grad_calls`). Losses use drawn subsets of params, so
     some grads stay None and some params get their first grad late.
@@ -348,9 +381,10 @@ def programs(
     An engine that declared ``step_none_grad`` unsupported never steps while a param the
     optimizer holds has grad None: where one may (before the first backward that reaches it,
     after ``zero_grad()`` or ``p.grad = None``), a forward over every param and its backward
-    come right before the step (or, where even that loss misses a held param, the step is
-    left out). For every other engine nothing is drawn for it: the same programs as before.
-    Where ``step_0d_param`` is unsupported, no param is 0-d (:func:`draw_params`).
+    (or, among "set_grads" actions, every param's grad given) come right before the step (or,
+    where even that loss misses a held param, the step is left out). For every other engine
+    nothing is drawn for it: the same programs as before. Where ``step_0d_param`` is
+    unsupported, no param is 0-d (:func:`draw_params`).
     """
     _check_range("instructions", min_instructions, max_instructions)
     chosen_actions = list(actions or ACTIONS)
@@ -358,6 +392,7 @@ def programs(
         if action not in ACTIONS:
             raise InvalidArgument(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
     unsupported = {"set_hyperparameter": not capabilities.supports("set_hyperparameter"),
+                   "set_grads": not capabilities.supports("set_grad"),
                    "update": not update_forms(capabilities),
                    "edit_grad": not capabilities.supports("edit_grad"),
                    "add_param_group": not capabilities.supports("add_param_group"),
@@ -385,19 +420,30 @@ def programs(
         instructions.append(draw_backward(draw, capabilities, info.forward.loss))
         with_grad.update(reached(info.forward, names))
 
+    def set_grads() -> None:
+        given = draw_grads(draw, capabilities, drawn_params)
+        instructions.extend(given)
+        with_grad.update(g.param for g in given if isinstance(g, SetGrad))
+        with_grad.difference_update(g.param for g in given if isinstance(g, SetGradNone))
+
     count = integer(draw, min_instructions, max_instructions)
     for _ in range(count):
         action = choose(draw, chosen_actions)
         if action == "backward_again" and not losses:
             action = "forward_backward"
-        if action == "forward_backward":
+        if action == "set_grads":
+            set_grads()
+        elif action == "forward_backward":
             forward_backward()
         elif action == "backward_again":
             info = choose(draw, losses)
             instructions.append(draw_backward(draw, capabilities, info.forward.loss))
         elif action == "step":
             if not skips_none and not held <= with_grad:
-                forward_backward(min_inputs=len(drawn_params))
+                if "set_grads" in chosen_actions:
+                    set_grads()  # where None grads cannot be stepped, draw_grads gives none
+                else:
+                    forward_backward(min_inputs=len(drawn_params))
             if skips_none or held <= with_grad:
                 instructions.append(Step())
         elif action == "zero_grad":

@@ -161,6 +161,9 @@ class TorchLikeEngine(Engine):
     def set_grad_none(self, param: Any) -> None:
         param.grad = None
 
+    def set_grad(self, param: Any, value: np.ndarray) -> None:
+        param.grad = self.module.tensor(value)
+
     def shares_memory(self, first: Any, second: Any) -> bool:
         if first.numel() == 0 or second.numel() == 0:
             return False

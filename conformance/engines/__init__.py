@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from conformance.adapter import Engine
+from conformance.adapter import AnyEngine, Engine, FunctionalEngine
 
 ENTRY_POINT_GROUP = "autograd_conformance.engines"
 
@@ -37,7 +37,7 @@ def known_engines() -> dict[str, str]:
     return known
 
 
-def load_engine(spec: str) -> Engine:
+def load_engine(spec: str) -> AnyEngine:
     """An adapter instance for a registered name or a ``module:attr`` spec.
 
     >>> load_engine("reference").name
@@ -67,8 +67,9 @@ def load_engine(spec: str) -> Engine:
         engine = adapter() if isinstance(adapter, type) else adapter
     except Exception as exc:
         raise UnknownEngine(f"engine {spec!r}: {target}() raised {type(exc).__name__}: {exc}") from exc
-    if not isinstance(engine, Engine):
+    if not isinstance(engine, (Engine, FunctionalEngine)):
         raise UnknownEngine(
-            f"engine {spec!r}: {target} is a {type(engine).__name__}, not a conformance.Engine"
+            f"engine {spec!r}: {target} is a {type(engine).__name__}, not a conformance.Engine "
+            "or conformance.FunctionalEngine"
         )
     return engine

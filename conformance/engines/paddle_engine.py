@@ -1327,6 +1327,9 @@ class PaddleEngine(Engine):
         # (clear_gradient(set_to_zero=False) zeroes the grad instead of removing it).
         param.clear_gradient(False)
 
+    def set_grad(self, param: Any, value: np.ndarray) -> None:
+        param.grad = self.paddle.to_tensor(value)
+
     def same_object(self, first: Any, second: Any) -> bool:
         # Every read of `param.grad` is a new Python wrapper (`p.grad is p.grad` is False), so
         # `is` says nothing. The wrappers share the grad's DenseTensor: a user holding an old

@@ -1115,6 +1115,11 @@ class TinygradEngine(Engine):
     def set_grad_none(self, param: Any) -> None:
         param.grad = None
 
+    def set_grad(self, param: Any, value: np.ndarray) -> None:
+        from tinygrad import Tensor
+
+        param.grad = Tensor(np.array(value, copy=True))
+
     def shares_memory(self, first: Any, second: Any) -> bool:
         base = first.uop.base
         return base is second.uop.base and base.has_buffer_identity()

@@ -17,3 +17,13 @@ def optimizer_properties(*properties: Callable[..., Any]) -> None:
     drawn."""
     for prop in properties:
         pytest.mark.optimizer(prop)
+
+
+def functional_properties(*properties: Callable[..., Any]) -> None:
+    """Mark ``properties`` as needing no stateful autograd (``functional``): their programs
+    hold only forwards, single backwards from no grads, grads given by ``p.grad = ...`` and
+    optimizer calls, so functional engines run them too (see
+    :class:`conformance.adapter.FunctionalEngine`). Marked after their definition, as
+    :func:`optimizer_properties`, so that the programs drawn stay the same."""
+    for prop in properties:
+        pytest.mark.functional(prop)

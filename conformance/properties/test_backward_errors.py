@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from conformance import strategies as cs
 from conformance.program import Backward, Const, Forward, Node, Program
+from conformance.properties import functional_properties
 from conformance.runner import check_against_reference
 
 
@@ -47,3 +48,7 @@ def test_gradient_of_wrong_shape_raises(engine, data):
     )
     gradient = data.draw(cs.values(shape, info.dtype), label="gradient")
     check_against_reference(engine, Program(params, (info.forward, Backward("out", gradient=gradient))))
+
+
+# A loss from constants only has no graph: stateful autograd's error, not a functional one's.
+functional_properties(test_implicit_gradient_needs_a_scalar, test_gradient_of_wrong_shape_raises)

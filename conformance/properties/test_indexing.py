@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from conformance import strategies as cs
 from conformance.graphs import indices
 from conformance.program import Backward, Forward, Node, Program, Ref
+from conformance.properties import functional_properties
 from conformance.runner import check_against_reference
 
 INDEXED_SHAPES = ((3,), (4,), (2, 3), (3, 1), (3, 4), (2, 2, 2))
@@ -79,3 +80,7 @@ def test_wrong_mask_shape_raises(engine, data):
         Node("loss0", "sum", (Ref("loss0_0"),)),
     ))
     check_against_reference(engine, Program(params, (forward, Backward("loss0"))))
+
+
+functional_properties(test_index_gradient, test_out_of_range_index_raises,
+                      test_wrong_mask_shape_raises)

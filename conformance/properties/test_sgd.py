@@ -1,5 +1,10 @@
 """``SGD.step()`` follows torch's algorithm — lr, momentum, dampening, nesterov,
-weight_decay, maximize, param groups — and skips params whose grad is None."""
+weight_decay, maximize, param groups — and skips params whose grad is None.
+
+The rule is checked on gradients the program gives (``p.grad = torch.tensor(...)``), not on
+ones a backward computes: a difference in a gradient cannot hide one in the optimizer, and
+functional engines, whose optimizers take gradients as input, run these properties too.
+Steps on computed gradients are the training-loop properties'."""
 
 from __future__ import annotations
 
@@ -20,8 +25,8 @@ from conformance.program import (
     Ref,
     SetGradNone,
     Step,
-    ZeroGrad,
 )
+from conformance.properties import functional_properties
 from conformance.runner import check_against_reference
 
 pytestmark = pytest.mark.optimizer  # every property here constructs an optimizer
@@ -35,12 +40,13 @@ NON_DEFAULT = {
 }
 
 
+@pytest.mark.requires("set_grad")
 @given(data=st.data())
 def test_steps_match_reference(engine, data):
-    """Several forward/backward/step rounds with drawn hyperparameters and zero_grads."""
+    """Several steps on drawn grads with drawn hyperparameters (a step may reuse the grads
+    of the one before, as ``.grad`` keeps them)."""
     program = data.draw(
-        cs.programs(engine.capabilities, actions=["forward_backward", "step", "zero_grad"],
-                    kinds=["sgd"]),
+        cs.programs(engine.capabilities, actions=["set_grads", "step"], kinds=["sgd"]),
         label="program",
     )
     check_against_reference(engine, program)
@@ -53,12 +59,12 @@ def test_steps_match_reference(engine, data):
         *(["hyper:momentum", "hyper:sgd:momentum"] if name in ("nesterov", "dampening") else [])))
      for name in NON_DEFAULT],
 )
+@pytest.mark.requires("set_grad")
 @given(data=st.data())
-@cs.steps_every_loss
 def test_hyperparameter(engine, name, data):
-    """Each hyperparameter, forced away from its default, over 3 steps (momentum and
-    dampening differ from plain SGD only from the second step on)."""
-    params = data.draw(cs.params(engine.capabilities), label="params")
+    """Each hyperparameter, forced away from its default, over 3 steps on drawn grads
+    (momentum and dampening differ from plain SGD only from the second step on)."""
+    params = data.draw(cs.params(engine.capabilities, stepped=True), label="params")
     hyper = data.draw(cs.hyperparameters(engine.capabilities), label="hyperparameters")
     hyper[name] = data.draw(NON_DEFAULT[name], label=name)
     if name in ("nesterov", "dampening"):
@@ -66,52 +72,42 @@ def test_hyperparameter(engine, name, data):
     if name == "nesterov" and "dampening" in hyper:
         hyper["dampening"] = 0.0  # nesterov needs none; left out, it is the default 0
     make = MakeSGD((Group(tuple(p.name for p in params)),), hyper)
-    steps = []
-    for i in range(3):
-        info = data.draw(cs.graphs(engine.capabilities, loss=f"loss{i}", params=params,
-                                   max_ops=3), label=f"forward {i}")
-        steps += [info.forward, Backward(info.forward.loss), Step(), ZeroGrad()]
+    steps = data.draw(cs.drawn_steps(engine.capabilities, params, 3), label="steps")
     check_against_reference(engine, Program(params, (make, *steps)))
 
 
-@pytest.mark.requires("param_groups")
+@pytest.mark.requires("param_groups", "set_grad")
 @given(data=st.data())
-@cs.steps_every_loss
 def test_param_groups(engine, data):
-    """Two param groups, each with its own hyperparameters."""
-    params = data.draw(cs.params(engine.capabilities, min_size=2), label="params")
+    """Two param groups, each with its own hyperparameters, over 2 steps on drawn grads."""
+    params = data.draw(cs.params(engine.capabilities, min_size=2, stepped=True),
+                       label="params")
     make = data.draw(cs.param_groups(engine.capabilities, [p.name for p in params]),
                      label="optimizer")
-    steps = []
-    for i in range(2):
-        info = data.draw(cs.graphs(engine.capabilities, loss=f"loss{i}", params=params,
-                                   max_ops=3), label=f"forward {i}")
-        steps += [info.forward, Backward(info.forward.loss), Step()]
+    steps = data.draw(cs.drawn_steps(engine.capabilities, params, 2), label="steps")
     check_against_reference(engine, Program(params, (make, *steps)))
 
 
-@pytest.mark.requires("step_none_grad")
+@pytest.mark.requires("step_none_grad", "set_grad")
 @given(data=st.data())
 def test_none_grads_are_skipped(engine, data):
     """A param whose grad is None does not move, gets no state, and its momentum buffer is not
     decayed while skipped; when it gets a grad again, the old buffer resumes."""
     program = data.draw(
-        cs.programs(engine.capabilities, actions=["forward_backward", "step", "set_grad_none",
-                                                  "zero_grad"], min_instructions=4,
-                    kinds=["sgd"]),
+        cs.programs(engine.capabilities, actions=["set_grads", "step", "set_grad_none"],
+                    min_instructions=4, kinds=["sgd"]),
         label="program",
     )
     check_against_reference(engine, program)
 
 
-@pytest.mark.requires("set_hyperparameter")
+@pytest.mark.requires("set_hyperparameter", "set_grad")
 @given(data=st.data())
 def test_hyperparameter_changes_between_steps(engine, data):
     """``param_groups[i][key] = value`` between steps takes effect from the next step."""
     program = data.draw(
-        cs.programs(engine.capabilities, actions=["forward_backward", "step",
-                                                  "set_hyperparameter"], min_instructions=4,
-                    kinds=["sgd"]),
+        cs.programs(engine.capabilities, actions=["set_grads", "step", "set_hyperparameter"],
+                    min_instructions=4, kinds=["sgd"]),
         label="program",
     )
     check_against_reference(engine, program)
@@ -156,3 +152,8 @@ def test_unused_param_example(engine):
         forward, Backward("loss0"), Step(), SetGradNone("p0"), Step(),
     ))
     check_against_reference(engine, program)
+
+
+functional_properties(test_steps_match_reference, test_hyperparameter, test_param_groups,
+                      test_none_grads_are_skipped, test_hyperparameter_changes_between_steps,
+                      test_invalid_hyperparameters_raise, test_unused_param_example)
