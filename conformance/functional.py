@@ -24,7 +24,8 @@ class Functionalized(FunctionalEngine):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.name = engine.name  # type: ignore[misc]
+        if type(self).name == FunctionalEngine.name:  # a subclass that names itself keeps it
+            self.name = engine.name  # type: ignore[misc]
         self.capabilities = engine.capabilities  # type: ignore[misc]
 
     def version(self) -> str:

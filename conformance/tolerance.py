@@ -97,6 +97,7 @@ from conformance.program import (
     Operand,
     Param,
     Program,
+    SetGrad,
     SetHyperparameter,
     Step,
     Update,
@@ -170,8 +171,8 @@ def scaled_difference(actual: np.ndarray, expected: np.ndarray) -> float | None:
 
 
 def with_dtype(program: Program, dtype: type[np.floating]) -> Program:
-    """``program`` with every float array in it (params, constants, ``backward`` gradients)
-    converted to ``dtype``: the same computation at another precision."""
+    """``program`` with every float array in it (params, constants, ``backward`` gradients,
+    grads given by ``p.grad = ...``) converted to ``dtype``: the same computation at another precision."""
 
     def convert(value: np.ndarray) -> np.ndarray:
         return value.astype(dtype) if value.dtype.kind == "f" else value
@@ -187,6 +188,8 @@ def with_dtype(program: Program, dtype: type[np.floating]) -> Program:
                 for node in instruction.nodes))
         elif isinstance(instruction, Backward) and isinstance(instruction.gradient, np.ndarray):
             instruction = replace(instruction, gradient=convert(instruction.gradient))
+        elif isinstance(instruction, SetGrad):
+            instruction = SetGrad(instruction.param, convert(instruction.value))
         instructions.append(instruction)
     params = tuple(Param(param.name, convert(param.value)) for param in program.params)
     return Program(params, tuple(instructions))

@@ -36,6 +36,7 @@ MODULES = (
     "as_written",
     "adam",
     "rounding",
+    "functional",
 )
 
 
@@ -72,14 +73,14 @@ def catalogue(spec_prefix: str = "tests.broken_engines") -> list[Entry]:
     >>> catalogue()[0].short
     'accumulation:OverwritesGrad'
     """
-    from conformance.adapter import Engine
+    from conformance.adapter import Engine, FunctionalEngine
 
     entries = []
     for module_name in MODULES:
         module = importlib.import_module(f"{__name__}.{module_name}")
         classes = [
             cls for _, cls in inspect.getmembers(module, inspect.isclass)
-            if cls.__module__ == module.__name__ and issubclass(cls, Engine)
+            if cls.__module__ == module.__name__ and issubclass(cls, (Engine, FunctionalEngine))
             and not cls.__name__.startswith("_") and hasattr(cls, "control")
         ]
         classes.sort(key=lambda cls: inspect.getsourcelines(cls)[1])

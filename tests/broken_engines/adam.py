@@ -23,7 +23,12 @@ from conformance.engines.torch_engines import TorchEngine
 
 
 class HandAdam(torch.optim.Optimizer):
-    """torch.optim.Adam / AdamW from the papers' algorithms, one parameter at a time."""
+    """torch.optim.Adam / AdamW from the papers' algorithms, one parameter at a time, in
+    torch's order of operations: ``m`` by ``lerp``, and the update ``p += (-lr / (1 - β₁ᵗ)) · m
+    / (√v / √(1 - β₂ᵗ) + ε)`` as one ``addcdiv`` (the step size times ``m`` first, then the
+    division). The order matters at the edges drawn gradients reach: with ``ε = 0`` and a
+    gradient of 1e-45, ``v`` underflows to 0, and ``m / 0 = inf`` where torch's
+    ``(-lr · m) / 0`` is ``0 / 0 = NaN``."""
 
     # Read by name: torch's load_state_dict adds "differentiable" to ``defaults``.
     HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
@@ -103,13 +108,12 @@ class HandAdam(torch.optim.Optimizer):
         state["t"] += 1
         beta1, beta2 = hyper["betas"]
         m, v = state["m"], state["v"]
-        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        m_hat = m / self.correction(beta1, state["t"])
-        v_hat = self.second_moment(state, hyper) / self.correction(beta2, state["t"])
-        direction = self.direction(m_hat, v_hat, state["t"], hyper)
+        step_size = hyper["lr"] / self.correction(beta1, state["t"])
+        denominator = self.denominator(self.second_moment(state, hyper), state["t"], hyper)
         self.decoupled_decay(p, hyper)
-        p.add_(direction, alpha=-hyper["lr"])
+        p.addcdiv_(m, denominator, value=-step_size)
 
     def coupled_decay(self, g: torch.Tensor, p: torch.Tensor,
                       hyper: Mapping[str, Any]) -> torch.Tensor:
@@ -135,9 +139,10 @@ class HandAdam(torch.optim.Optimizer):
         state["v_max"] = torch.maximum(state["v_max"], state["v"])
         return state["v_max"]
 
-    def direction(self, m_hat: torch.Tensor, v_hat: torch.Tensor, t: int,
-                  hyper: Mapping[str, Any]) -> torch.Tensor:
-        return m_hat / (v_hat.sqrt() + hyper["eps"])
+    def denominator(self, v: torch.Tensor, t: int, hyper: Mapping[str, Any]) -> torch.Tensor:
+        """``√v̂ + ε``, as torch computes it: ``√v / √(1 - β₂ᵗ) + ε``."""
+        root = self.correction(hyper["betas"][1], t) ** 0.5
+        return v.sqrt() / root + hyper["eps"]
 
 
 class HandWrittenAdam(TorchEngine):
@@ -208,9 +213,8 @@ class NoBiasCorrection(_BrokenAdam):
 
 # --- eps inside the square root --------------------------------------------------------------
 class EpsUnderRoot(HandAdam):
-    def direction(self, m_hat: torch.Tensor, v_hat: torch.Tensor, t: int,
-                  hyper: Mapping[str, Any]) -> torch.Tensor:
-        return m_hat / (v_hat + hyper["eps"]).sqrt()
+    def denominator(self, v: torch.Tensor, t: int, hyper: Mapping[str, Any]) -> torch.Tensor:
+        return (v / self.correction(hyper["betas"][1], t) + hyper["eps"]).sqrt()
 
 
 class EpsInsideSqrt(_BrokenAdam):
@@ -229,12 +233,11 @@ class EpsInsideSqrt(_BrokenAdam):
 
 # --- eps-hat: eps added before the second-moment correction -----------------------------------
 class EpsilonHat(HandAdam):
-    def direction(self, m_hat: torch.Tensor, v_hat: torch.Tensor, t: int,
-                  hyper: Mapping[str, Any]) -> torch.Tensor:
+    def denominator(self, v: torch.Tensor, t: int, hyper: Mapping[str, Any]) -> torch.Tensor:
         # TensorFlow's form lr·√(1-β₂ᵗ)/(1-β₁ᵗ) · m / (√v + ε̂), written on the corrected
         # moments: ε ends up divided by √(1-β₂ᵗ).
         root = self.correction(hyper["betas"][1], t) ** 0.5
-        return m_hat / (v_hat.sqrt() + hyper["eps"] / root)
+        return (v.sqrt() + hyper["eps"]) / root
 
 
 class EpsilonNotBiasCorrected(_BrokenAdam):
