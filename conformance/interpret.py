@@ -114,6 +114,9 @@ class _Machine:
             engine.set_grad_none(self.params[instruction.param])
         elif isinstance(instruction, SetGrad):
             engine.set_grad(self.params[instruction.param], instruction.value)
+            # The program replaced the grad itself: whether the engine rebinds it (torch) or
+            # copies into the old one (Paddle) is not what a given grad is there to check.
+            self.last_grads[instruction.param] = None
         elif isinstance(instruction, SetHyperparameter):
             engine.set_hyperparameter(
                 self.optimizer, instruction.group, instruction.key, instruction.value

@@ -11,9 +11,11 @@ derandomized: the same programs every run.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
-from broken_engines.adam import BiasCorrectionFromFloat32Powers, HandWrittenAdam
+from broken_engines.adam import BiasCorrectionFromFloat32Powers, HandAdam, HandWrittenAdam
 from broken_engines.rounding import RoundsAwayFromZero
 from hypothesis import HealthCheck, given, settings
 
@@ -230,13 +232,34 @@ def _amsgrad_onto_a_clamp_bound() -> Program:
                    tuple(instructions))
 
 
+class _PapersOrder(HandAdam):
+    """Adam in the papers' order of operations, ``p -= lr · m̂ / (√v̂ + ε)`` with ``m`` by
+    multiply and add: correct, and rounded otherwise than torch (whose ``HandAdam`` order the
+    catalogue's control follows)."""
+
+    def update(self, p: Any, grad: Any, state: dict[str, Any], hyper: Any) -> None:
+        g = self.coupled_decay(-grad if hyper["maximize"] else grad, p, hyper)
+        state["t"] += 1
+        beta1, beta2 = hyper["betas"]
+        state["m"].mul_(beta1).add_(g, alpha=1 - beta1)
+        state["v"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        m_hat = state["m"] / self.correction(beta1, state["t"])
+        v_hat = self.second_moment(state, hyper) / self.correction(beta2, state["t"])
+        self.decoupled_decay(p, hyper)
+        p.add_(m_hat / (v_hat.sqrt() + hyper["eps"]), alpha=-hyper["lr"])
+
+
+class _PapersOrderAdam(HandWrittenAdam):
+    adam = _PapersOrder
+
+
 def test_a_kink_that_rounding_puts_on_either_side_is_not_a_drift():
     """A correct Adam that rounds its first step otherwise than torch crosses clamp's bound on
     the other side: its end is far from the reference's own (the drift bound alone would call
     it a drift), but the grads jumped at one backward from params one ulp apart, and from
     there the run follows the side rounding chose, which says nothing of drift."""
     program = _amsgrad_onto_a_clamp_bound()
-    engine = HandWrittenAdam()
+    engine = _PapersOrderAdam()
     trace = run(engine, program)
     alone = run(reference_engine(), program)
     distances = end_distances(program, trace, alone)

@@ -43,6 +43,7 @@ from conformance.errors import ErrorKind
 from conformance.interpret import crashed_at as _crashed_at
 from conformance.ops import PYTHON_OPERATORS, index_parts
 from conformance.program import (
+    AddParamGroup,
     Backward,
     Const,
     EditGrad,
@@ -51,6 +52,7 @@ from conformance.program import (
     MakeSGD,
     Ref,
     ReloadOptimizer,
+    SetHyperparameter,
     Step,
     Update,
 )
@@ -1100,6 +1102,81 @@ print(p.grad.numpy())                                      # [nan]; torch: [-inf
     rare=True,
 )
 
+def _eps_zero(program: Any) -> bool:
+    """Whether an Adam or AdamW of the program may run with ``eps = 0``: in its constructor's
+    arguments, a group's, an added group's or a later ``param_groups[i]["eps"] = 0``."""
+    values = []
+    for instruction in program.instructions:
+        if isinstance(instruction, MakeOptimizer) and instruction.kind != "sgd":
+            values.append(instruction.defaults.get("eps"))
+            values += [group.overrides.get("eps") for group in instruction.groups]
+        elif isinstance(instruction, AddParamGroup):
+            values.append(instruction.group.overrides.get("eps"))
+        elif isinstance(instruction, SetHyperparameter) and instruction.key == "eps":
+            values.append(instruction.value)
+    return any(value == 0 for value in values)
+
+
+def _non_finite_step_at_eps_zero(program: Any, trace: Any) -> bool:
+    """Runs of an Adam with ``eps = 0`` whose first difference is in params right after a
+    step, every differing element non-finite on both sides (NaN against an infinity).
+
+    Kept as a predicate: a Diverges cannot say that eps is 0 nor that the values differ only
+    in where they are NaN."""
+    if not _eps_zero(program):
+        return False
+    found = first_divergence(program, trace, reference_trace(program))
+    if found is None:
+        return False
+    got, want = found[0], found[1]
+    after = program.instructions[got.index - 1] if got.index else None
+    if not isinstance(after, Step) or got.error or want.error:
+        return False
+    differing = [(got.values[name], value) for name, value in want.values.items()
+                 if not np.array_equal(got.values[name], value, equal_nan=True)]
+    return bool(differing) and all(
+        mine.shape == theirs.shape and _differ_only_non_finite(mine, theirs)
+        for mine, theirs in differing)
+
+
+def _differ_only_non_finite(mine: np.ndarray, theirs: np.ndarray) -> bool:
+    """Every element where the two differ is NaN or infinite on both sides."""
+    differ = ~((mine == theirs) | (np.isnan(mine) & np.isnan(theirs)))
+    return bool(not np.isfinite(mine[differ]).any() and not np.isfinite(theirs[differ]).any())
+
+
+ADAM_EPS_ZERO_NON_FINITE = KnownDeviation(
+    property=("adam::test_none_grads_are_skipped[adam]",
+              "adam::test_none_grads_are_skipped[adamw]",
+              "adam::test_hyperparameter[betas-adamw]"),
+    reason=(
+        "with eps = 0 and v = 0, Adam's and AdamW's step is m / 0 and Paddle's kernel reaches "
+        "other non-finite values than torch: a param already at -inf stepped by another "
+        "infinite update becomes NaN (torch: -inf + -inf = -inf), and a gradient of 1e-45 "
+        "gives -inf where torch gives NaN (torch computes (-lr * m) / 0, whose product "
+        "underflows to 0 first: 0 / 0; Paddle divides m by 0 first: inf). Reached only "
+        "when eps = 0 and a grad's square underflows or is 0"
+    ),
+    evidence="""\
+import numpy as np
+import paddle
+from paddle.nn.initializer import Assign
+def run(kind, betas, grads):
+    p = paddle.create_parameter([1], "float32", default_initializer=Assign(np.zeros(1, "float32")))
+    opt = getattr(paddle.optimizer, kind)(learning_rate=0.1, beta1=betas[0], beta2=betas[1],
+                                          epsilon=0.0, parameters=[p])
+    for g in grads:
+        p.grad = paddle.to_tensor(np.array([g], "float32"))
+        opt.step()
+    return p.item()
+print(run("AdamW", (0.9, 0.0), [1.0, 0.0, 0.0]))       # nan; torch: -inf
+print(run("Adam", (0.0, 0.999), [1.401298464324817e-45]))  # -inf; torch: nan
+""",
+    name="Adam with eps = 0: other infinities and NaNs",
+    applies=_non_finite_step_at_eps_zero,
+    rare=True,
+)
+
 ADAMW_FLOAT32_WEIGHT_DECAY = KnownDeviation(
     property="adam::test_hyperparameter[weight_decay-adamw]",
     reason=(
@@ -1250,6 +1327,7 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
     GROUP_AMSGRAD_IGNORED,
     STATE_DICT_NAMES,
     ADAM_FLOAT32_BETA_POWERS,
+    ADAM_EPS_ZERO_NON_FINITE,
 )
 
 
