@@ -48,6 +48,7 @@ from conformance.program import (
     SetHyperparameter,
     Step,
 )
+from conformance.interpret import crashed_at
 from conformance.runner import reference_trace
 
 
@@ -391,8 +392,8 @@ CLIP_BOUNDS_EXCLUSIVE = KnownDeviation(
     evidence="""\
 import mlx.core as mx
 x = mx.array([0.0, 0.5, 1.0, 2.0])
-print(mx.grad(lambda a: mx.clip(a, 0.0, 1.0).sum())(x))   # array([0, 1, 0, 0]); torch x.clamp(0, 1): [1., 1., 1., 0.]
-print(mx.grad(lambda a: mx.clip(a, 0.0, None).sum())(x))  # array([0, 1, 1, 1]); torch x.clamp(min=0): [1., 1., 1., 1.]
+print(mx.grad(lambda a: mx.clip(a, 0.0, 1.0).sum())(x))   # array([0, 1, 0, 0], dtype=float32); torch x.clamp(0, 1): [1., 1., 1., 0.]
+print(mx.grad(lambda a: mx.clip(a, 0.0, None).sum())(x))  # array([0, 1, 1, 1], dtype=float32); torch x.clamp(min=0): [1., 1., 1., 1.]
 """,
     name="clip's gradient is 0 at its bounds",
     applies=_grads_differ_at_backward(frozenset({"clamp"})),
@@ -605,6 +606,49 @@ print(params["w"])                          # array([-0.4], dtype=float32)
 )
 
 
+def _unreduced_cross_entropy_before_it(program: Any, trace: Any) -> bool:
+    """A run that crashed at, or first diverged after, an instruction at or after a forward
+    with a cross_entropy that passes no reduction (MLX's default, 'none', keeps one loss per
+    sample, so what follows sees another shape: a shape error, a non-scalar loss, other grads)."""
+    crashed = crashed_at(program, trace)
+    if crashed is not None:
+        reached = program.instructions[: len(trace)]
+    else:
+        found = _first_divergence(program, trace)
+        if found is None:
+            return False
+        reached = program.instructions[: found.index]
+    return any(node.op == "cross_entropy" and "reduction" not in node.params
+               for instruction in reached if isinstance(instruction, Forward)
+               for node in instruction.nodes)
+
+
+CROSS_ENTROPY_NO_REDUCTION = KnownDeviation(
+    property="backward_errors::test_gradient_of_wrong_shape_raises",
+    reason=(
+        "mlx.nn.losses.cross_entropy reduces with 'none' unless told otherwise: one loss per "
+        "sample, where torch's cross_entropy defaults to 'mean' (a 0-d loss); what follows then "
+        "sees another shape (a reshape to () raises ValueError '[reshape] Cannot reshape array "
+        "of size 2 into shape ()', a backward() without gradient raises, grads differ). "
+        "mse_loss defaults to 'mean' in both"
+    ),
+    evidence="""\
+import mlx.core as mx
+import mlx.nn as nn
+logits, target = mx.array([[1.0, 2.0], [0.5, 0.1]]), mx.array([1, 0])
+print(nn.losses.cross_entropy(logits, target))                    # array([0.313262, 0.513015], dtype=float32)
+print(nn.losses.cross_entropy(logits, target, reduction="mean"))  # array(0.413138, dtype=float32)
+# torch.nn.functional.cross_entropy(logits, target): tensor(0.4131); its default reduction is 'mean'
+print(nn.losses.mse_loss(logits, logits * 0))                     # array(1.315, dtype=float32): 'mean', as torch
+""",
+    name="cross_entropy's default reduction is 'none'",
+    applies=_unreduced_cross_entropy_before_it,
+    # Reached under the ci profile by backward_errors::test_gradient_of_wrong_shape_raises
+    # only (cross_entropy is one of the ops a graph draws); the quick profile does not reach it.
+    rare=True,
+)
+
+
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
     ONE_ELEMENT_LOSS,
     FLOAT64_EXP,
@@ -617,6 +661,7 @@ KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
     DAMPENED_FIRST_STEP,
     ADAM_ONE_STEP_COUNT,
     CHECKPOINT_DROPS_HYPERPARAMETERS,
+    CROSS_ENTROPY_NO_REDUCTION,
 )
 
 
