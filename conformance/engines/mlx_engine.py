@@ -37,6 +37,7 @@ from conformance.adapter import (
 )
 from conformance.compare import FoundDivergence, array_mismatch, divergence, program_tolerance
 from conformance.errors import ErrorKind
+from conformance.interpret import crashed_at
 from conformance.ops import index_parts
 from conformance.program import (
     Backward,
@@ -48,7 +49,6 @@ from conformance.program import (
     SetHyperparameter,
     Step,
 )
-from conformance.interpret import crashed_at
 from conformance.runner import reference_trace
 
 
@@ -262,9 +262,9 @@ def _grads_differ_at_backward(ops: frozenset[str], *, dtypes: frozenset[str] = f
         if only_nonfinite:
             got, want = trace[found.index], reference_trace(program, functional=True)[found.index]
             tolerance = program_tolerance(program)
-            whys = [array_mismatch(got.grads[name], want.grads[name], tolerance=tolerance)
-                    for name in found.params
-                    if got.grads[name] is not None and want.grads[name] is not None]
+            pairs = [(got.grads[name], want.grads[name]) for name in found.params]
+            whys = [array_mismatch(actual, expected, tolerance=tolerance)
+                    for actual, expected in pairs if actual is not None and expected is not None]
             return bool(whys) and all(why is not None and why.endswith("in different places")
                                       for why in whys)
         return True
@@ -349,7 +349,8 @@ try:
     mx.grad(lambda a: a.sum().reshape(1))(x)   # torch: x.sum().reshape(1).backward() -> x.grad == [1., 1.]
 except ValueError as error:
     print("ValueError:", error)
-# ValueError: [vjp] Output shape (1) does not match cotangent shape (). If you are using grad your function must return a scalar.
+# ValueError: [vjp] Output shape (1) does not match cotangent shape (). If you are using grad
+# your function must return a scalar.
 print(mx.grad(lambda a: a.sum())(x))           # a 0-d loss: array([1, 1], dtype=float32)
 """,
     name="one-element loss refused by mx.grad",
@@ -374,7 +375,8 @@ print(repr(mx.exp(x).tolist()), [math.exp(1.0), math.exp(2.0)])
 print(repr(mx.grad(lambda a: mx.exp(a).sum())(x).tolist()))
 # [2.7182817459106445, 7.3890557289123535]
 print(repr(mx.sigmoid(x).tolist()), [1 / (1 + math.exp(-1.0)), 1 / (1 + math.exp(-2.0))])
-# [0.7310585726593212, 0.8807970727201677] [0.7310585786300049, 0.8807970779778823]  (torch.sigmoid: the latter)
+# [0.7310585726593212, 0.8807970727201677] [0.7310585786300049, 0.8807970779778823]
+# (torch.sigmoid: the latter)
 print(repr(mx.tanh(x).tolist()), [math.tanh(1.0), math.tanh(2.0)])
 # [0.7615941559557649, 0.9640275800758169] [0.7615941559557649, 0.9640275800758169]
 """,
@@ -392,8 +394,10 @@ CLIP_BOUNDS_EXCLUSIVE = KnownDeviation(
     evidence="""\
 import mlx.core as mx
 x = mx.array([0.0, 0.5, 1.0, 2.0])
-print(mx.grad(lambda a: mx.clip(a, 0.0, 1.0).sum())(x))   # array([0, 1, 0, 0], dtype=float32); torch x.clamp(0, 1): [1., 1., 1., 0.]
-print(mx.grad(lambda a: mx.clip(a, 0.0, None).sum())(x))  # array([0, 1, 1, 1], dtype=float32); torch x.clamp(min=0): [1., 1., 1., 1.]
+print(mx.grad(lambda a: mx.clip(a, 0.0, 1.0).sum())(x))
+# array([0, 1, 0, 0], dtype=float32); torch x.clamp(0, 1): [1., 1., 1., 0.]
+print(mx.grad(lambda a: mx.clip(a, 0.0, None).sum())(x))
+# array([0, 1, 1, 1], dtype=float32); torch x.clamp(min=0): [1., 1., 1., 1.]
 """,
     name="clip's gradient is 0 at its bounds",
     applies=_grads_differ_at_backward(frozenset({"clamp"})),
@@ -409,8 +413,10 @@ DIM_REDUCTION_TIES = KnownDeviation(
     evidence="""\
 import mlx.core as mx
 x = mx.array([[2.0, 2.0, 1.0]])
-print(mx.grad(lambda a: mx.max(a, axis=1).sum())(x))   # array([[0.5, 0.5, 0]], dtype=float32); torch x.max(1).values: [[1., 0., 0.]]
-print(mx.grad(lambda a: mx.min(a, axis=1).sum())(-x))  # [[0.5, 0.5, 0]]; torch x.min(1).values: [[1., 0., 0.]]
+print(mx.grad(lambda a: mx.max(a, axis=1).sum())(x))
+# array([[0.5, 0.5, 0]], dtype=float32); torch x.max(1).values: [[1., 0., 0.]]
+print(mx.grad(lambda a: mx.min(a, axis=1).sum())(-x))
+# array([[0.5, 0.5, 0]], dtype=float32); torch x.min(1).values: [[1., 0., 0.]]
 print(mx.grad(lambda a: mx.max(a))(x))                 # [[0.5, 0.5, 0]]; torch x.max(), x.amax(1): the same
 """,
     name="max(dim)/min(dim) split ties",
@@ -449,9 +455,12 @@ POW_AT_ZERO_BASE = KnownDeviation(
 import mlx.core as mx
 x, y = mx.array([0.0, 0.0, 0.0]), mx.array([0.0, 1.0, 2.0])
 print(*mx.grad(lambda x, y: (x ** y).sum(), argnums=(0, 1))(x, y))
-# array([-nan, 1, 0], dtype=float32) array([-inf, 0, 0], dtype=float32); torch (x ** y).sum().backward(): x.grad [0., 1., 0.], y.grad [0., 0., 0.]
-print(mx.grad(lambda e: (0.0 ** e).sum())(y))  # array([-inf, 0, 0], dtype=float32); torch (0.0 ** y): y.grad [0., 0., 0.]
-print(mx.grad(lambda e: (2.0 ** e).sum())(y))  # array([0.693147, 1.38629, 2.77259], dtype=float32): as torch away from base 0
+# array([-nan, 1, 0], dtype=float32) array([-inf, 0, 0], dtype=float32);
+# torch (x ** y).sum().backward(): x.grad [0., 1., 0.], y.grad [0., 0., 0.]
+print(mx.grad(lambda e: (0.0 ** e).sum())(y))
+# array([-inf, 0, 0], dtype=float32); torch (0.0 ** y): y.grad [0., 0., 0.]
+print(mx.grad(lambda e: (2.0 ** e).sum())(y))
+# array([0.693147, 1.38629, 2.77259], dtype=float32): as torch away from base 0
 """,
     name="pow's gradient at base 0 is NaN/-inf",
     applies=_grads_differ_at_backward(frozenset({"pow"}), only_nonfinite=True),
@@ -470,7 +479,8 @@ OUT_OF_RANGE_INDEX_UNCHECKED = KnownDeviation(
 # Run it in a throwaway process: x[-4] can end in a segmentation fault.
 import mlx.core as mx
 x = mx.array([1.0, 2.0, 3.0])
-print(x[3])                        # array(0, dtype=float32); torch: IndexError: index 3 is out of bounds for dimension 0 with size 3
+print(x[3])                        # array(0, dtype=float32)
+# torch: IndexError: index 3 is out of bounds for dimension 0 with size 3
 print(x[mx.array([0, 3])])         # array([1, 0], dtype=float32); torch: the same IndexError
 print(mx.grad(lambda a: a[3])(x))  # array([0, 0, 0], dtype=float32): the 1 went outside the grad
 print(x[-4])                       # Segmentation fault (exit status 139)
@@ -639,7 +649,7 @@ logits, target = mx.array([[1.0, 2.0], [0.5, 0.1]]), mx.array([1, 0])
 print(nn.losses.cross_entropy(logits, target))                    # array([0.313262, 0.513015], dtype=float32)
 print(nn.losses.cross_entropy(logits, target, reduction="mean"))  # array(0.413138, dtype=float32)
 # torch.nn.functional.cross_entropy(logits, target): tensor(0.4131); its default reduction is 'mean'
-print(nn.losses.mse_loss(logits, logits * 0))                     # array(1.315, dtype=float32): 'mean', as torch
+print(nn.losses.mse_loss(logits, logits * 0))  # array(1.315, dtype=float32): 'mean', as torch
 """,
     name="cross_entropy's default reduction is 'none'",
     applies=_unreduced_cross_entropy_before_it,
