@@ -701,8 +701,8 @@ class MLXEngine(FunctionalEngine):
                                     "0.000999987, 1.3e-5 off), so a float32 param's first "
                                     "step with lr=0.1 moves it by 0.0999993 where torch's "
                                     "moves it by 0.1 (6 float32 ulps of 1.0); over a run that "
-                                    "adds up (10 to 17 ulps after 3 steps), so the end of a "
-                                    "run is not compared with the reference's own run "
+                                    "adds up (10 to 31 ulps after 2 or 3 steps), so the end "
+                                    "of a run is not compared with the reference's own run "
                                     "(docs/engines/mlx.md)",
         "add_param_group": "an MLX optimizer takes new params through init(), but with the "
                            "optimizer's own hyperparameters: there is no group with overrides "
