@@ -83,7 +83,7 @@ def test_torch_is_pinned_everywhere():
 
 @pytest.mark.parametrize(("engine", "package"), [
     ("torch", "torch"), ("torch-foreach", "torch"), ("torch-fused", "torch"),
-    ("tinygrad", "tinygrad"), ("paddle", "paddlepaddle"),
+    ("tinygrad", "tinygrad"), ("paddle", "paddlepaddle"), ("mlx", "mlx"),
 ])
 def test_ci_pins_the_version_each_committed_report_was_made_on(engine, package):
     """CI runs each engine at the version constraints.txt pins, with the known deviations that

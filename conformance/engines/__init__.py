@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "torch-fused": "conformance.engines.torch_engines:TorchFusedEngine",
     "tinygrad": "conformance.engines.tinygrad_engine:TinygradEngine",
     "paddle": "conformance.engines.paddle_engine:PaddleEngine",
+    "mlx": "conformance.engines.mlx_engine:MLXEngine",
 }
 
 
