@@ -315,12 +315,13 @@ def graphs(
                     **options)
 
 
-def draw_grads(draw: Draw, capabilities: Capabilities, params: Sequence[Param]
-               ) -> list[SetGrad | SetGradNone]:
+def draw_grads(draw: Draw, capabilities: Capabilities, params: Sequence[Param], *,
+               none: bool = True) -> list[SetGrad | SetGradNone]:
     """``p.grad = torch.tensor(g)`` for each param, with values as edge-rich as a param's,
-    or now and then ``p.grad = None`` (never where the engine declared ``step_none_grad``
-    unsupported): the gradients an optimizer-rule property steps on."""
-    none = capabilities.supports("step_none_grad")
+    or now and then ``p.grad = None`` (unless ``none`` is False, and never where the engine
+    declared ``step_none_grad`` unsupported): the gradients an optimizer-rule property steps
+    on."""
+    none = none and capabilities.supports("step_none_grad")
     drawn: list[SetGrad | SetGradNone] = []
     for param in params:
         if none and integer(draw, 0, 4) == 4:  # shrinks towards a grad given
@@ -332,10 +333,13 @@ def draw_grads(draw: Draw, capabilities: Capabilities, params: Sequence[Param]
 
 def steps_on_drawn_grads(draw: Draw, capabilities: Capabilities, params: Sequence[Param],
                          steps: int) -> list[Instruction]:
-    """``steps`` rounds of drawn grads (:func:`draw_grads`) and ``opt.step()``."""
+    """``steps`` rounds of drawn grads (:func:`draw_grads`) and ``opt.step()``, every param
+    with a grad: for a property about a hyperparameter or param groups, which skipping a None
+    grad is not (the none-grads properties are about that; an engine that counts steps
+    wrongly for skipped params would otherwise have most of these runs set aside)."""
     instructions: list[Instruction] = []
     for _ in range(steps):
-        instructions += [*draw_grads(draw, capabilities, params), Step()]
+        instructions += [*draw_grads(draw, capabilities, params, none=False), Step()]
     return instructions
 
 
