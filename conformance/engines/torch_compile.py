@@ -5,10 +5,11 @@ The suite hands an adapter one op at a time (``Engine.apply``) and reads the sta
 instruction, so the forward is compiled op by op: each op of a program runs through a
 ``torch.compile``'d function of that op alone, with Dynamo's default ``fullgraph=False``.
 
-Compiling is what made a naive adapter slow (45 min for the ``ci`` profile): a compiled
-function is built once per *op signature* and kept for the whole run — the op, its plain
-parameters, and each operand's type, shape, dtype and ``requires_grad`` (everything Dynamo
-guards on) — so a signature is traced once, not once per program. Each compiled function gets
+Compiling is what makes a compiled adapter slow (a user's adapter took 45 min for the ``ci``
+profile): a compiled function is built once per *op signature* and kept for the whole run —
+the op, its plain parameters, and each operand's type, shape, strides, dtype and
+``requires_grad`` (what Dynamo guards on) — so a signature is traced once, not once per
+program. Each compiled function gets
 a code object of its own: Dynamo keeps its cache entries, its recompile count and its
 automatic-dynamic-shape decisions per code object, so functions that shared one would see each
 other's shapes (a second shape turns a dimension symbolic) and run into the recompile limit
@@ -21,7 +22,7 @@ identity of its params and state, so every new optimizer is traced again (measur
 a one-param SGD after the first, about 1 s). And Dynamo keeps state across optimizers: once a
 compiled ``step()`` ran with no grad on any param (nothing to trace), it skips
 ``Optimizer.step``'s code for good, and every later compiled step of *any* optimizer runs
-eagerly (``STEP_SKIPPED_AFTER_NO_GRADS`` in the doc). So ``torch-compile-step`` resets Dynamo
+eagerly (the doc has the script). So ``torch-compile-step`` resets Dynamo
 in ``start_program``: every program starts from a fresh Dynamo, and what one program's steps
 did cannot change what the next one runs.
 """
@@ -40,7 +41,7 @@ import numpy as np
 from conformance.adapter import Diverges, KnownDeviation
 from conformance.engines.torch_engines import GRADS_SHARE_MEMORY, TorchEngine
 from conformance.errors import ErrorKind
-from conformance.program import Backward, Forward, Step
+from conformance.program import Backward, Forward, Step, Update
 from conformance.torchlike import TORCH_LIKE_OPS
 
 # The evidence scripts below were run on torch 2.13.0+cpu; their output is in their comments.
@@ -78,8 +79,7 @@ DONATED_BUFFERS = KnownDeviation(
               "accumulation::test_backward_with_gradient",
               "laws::test_k_backward_passes_give_k_times_the_grad",
               "retain_graph::test_step_between_backwards",
-              "zero_grad::test_zero_grad_keep_zeroes_in_place",
-              "training_loops::test_hand_written_loop"),
+              "zero_grad::test_zero_grad_keep_zeroes_in_place"),
     reason=(
         "AOTAutograd donates the buffers a compiled backward alone uses (the masks that clamp, "
         "max, min, amax, amin and their dim forms save, with dynamic=True); such a backward "
@@ -159,7 +159,7 @@ total(tanh(p)).backward(create_graph=True)
 
 
 POW_SYMBOLIC_BASE = KnownDeviation(
-    property=("sgd::test_hyperparameter[dampening]",),
+    property=("sgd::test_hyperparameter_changes_between_steps",),
     reason=(
         "`base ** x` with a Python float base cannot be compiled once the base is a symbolic "
         "float (dynamic=True, or the default dynamic=None from the second distinct base on): "
@@ -218,12 +218,15 @@ COMPILED_ADAM_FLOAT32_BIAS_CORRECTION = KnownDeviation(
     property=("training_loops::test_many_steps_without_zero_grad",
               "training_loops::test_minibatch_gradient_accumulation"),
     reason=(
-        "a compiled Adam/AdamW step computes its bias corrections 1 - beta ** step from the "
-        "float32 step tensor (torch.optim.optimizer._get_value skips .item() while compiling, "
-        "by design: pytorch/pytorch#88173; the step tensor is float32, cf. #173901), eager "
-        "from a Python float: every step is off by up to ~1e-5 relative (1 - 0.999 in "
-        "float32), so each instruction agrees within rounding but a run of a few steps drifts "
-        "past the end-of-run bound, in float32 and (far more, in ulps) float64 params"
+        "Dynamo traces every optimizer param group with capturable=True (torch/_dynamo/"
+        "variables/optimizer.py, _set_capturable), so a compiled Adam/AdamW step runs the "
+        "capturable branch of the single-tensor loop even on the CPU, and computes the bias "
+        "corrections 1 - beta ** step from the float32 step tensor, where eager's branch uses "
+        "a Python float (step.item()). 1 - 0.999 ** 1 in float32 is off by 1.3e-5 of its value, "
+        "so every step differs by up to ~1e-5 relative: each instruction agrees within "
+        "rounding, but a run of a few steps drifts past the end-of-run bound, float32 params by "
+        "10-100 ulps, float64 ones by up to ~1e6 (the compiled step's float32 step tensor and "
+        "tensor math are by design: pytorch/pytorch#88173, #173901)"
     ),
     evidence="""\
 import torch
@@ -242,12 +245,87 @@ def run(compiled):
 
 print(run(False))  # (-0.2999999969999993, torch.float32)
 print(run(True))   # (-0.29999797688187846, torch.float32): 6.7e-6 relative
-# torch.optim.optimizer._get_value returns the step tensor itself while compiling, so
-# the bias corrections 1 - beta ** step are float32 tensors instead of Python floats;
+# compiled: the capturable branch, 1 - beta ** step from the float32 step tensor;
 # 1 - 0.999 ** 1 loses 1.3e-5 of its value to beta2 rounded to float32 (0.99900001)
 """,
     name="compiled Adam bias correction in float32",
     diverges=Diverges(fields=("drift",)),
+)
+
+
+COMPILED_ADAM_ZERO_LR_NAN = KnownDeviation(
+    property=("adam::test_hyperparameter[eps-adam]",),
+    reason=(
+        "a compiled Adam/AdamW step runs the single-tensor loop's capturable branch (Dynamo "
+        "traces every param group with capturable=True, even on the CPU), which folds the step size "
+        "into the denominator: (sqrt(v) / (bc2_sqrt * -step_size)) + eps / -step_size; with "
+        "lr=0 and eps=0 that is 0 * inf, so every param the step touches becomes NaN, where "
+        "eager's branch adds 0 * (m / denom) and leaves it unchanged (pytorch/pytorch#126514, "
+        "fixed by #186444, which torch 2.13.0's adam.py does not have yet)"
+    ),
+    evidence="""\
+import torch
+for compiled in (False, True):
+    torch._dynamo.reset()
+    p = torch.tensor([-0.0, 1.0], requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.0, eps=0.0, foreach=False)
+    p.grad = torch.tensor([1.0, 1.0])
+    (torch.compile(opt.step, backend="aot_eager") if compiled else opt.step)()
+    print("compiled" if compiled else "eager", p.detach().tolist())
+# eager [-0.0, 1.0]
+# compiled [nan, nan]; with eps=1e-8 (the default), or lr=0.1: no NaN
+""",
+    name="compiled Adam NaN at lr=0, eps=0",
+    diverges=Diverges(at=(Step,), fields=("values",)),
+)
+
+
+def _data_update_between_backwards(program: Any, trace: Any) -> bool:
+    """The run first differs from the reference in grads alone, right after a backward of a
+    loss that an earlier backward already went through, with a ``.data`` update in between."""
+    from conformance.compare import divergence
+    from conformance.runner import reference_trace
+
+    found = divergence(program, trace, reference_trace(program))
+    if found is None or set(found.fields) != {"grads"} or not found.index:
+        return False
+    before = program.instructions[:found.index - 1]
+    backward = program.instructions[found.index - 1]
+    if not isinstance(backward, Backward):
+        return False
+    earlier = [i for i, instruction in enumerate(before)
+               if isinstance(instruction, Backward) and instruction.loss == backward.loss]
+    return bool(earlier) and any(isinstance(instruction, Update) and instruction.form == "data"
+                                 for instruction in before[earlier[0] + 1:])
+
+
+SAVED_MASK_IGNORES_DATA_UPDATE = KnownDeviation(
+    property="training_loops::test_hand_written_loop",
+    reason=(
+        "between two backwards of one retained graph, a hand-written update through .data "
+        "(no version bump, so no error on either side) changes what eager's max/min backward "
+        "sees: it compares the saved input, now updated, with the saved result to find the "
+        "maximum, and finds none; a compiled region saved its mask at the forward and routes "
+        "the gradient as before. Scoped by applies: the first difference is in grads after "
+        "such a backward"
+    ),
+    evidence="""\
+import torch
+for compiled in (False, True):
+    p = torch.tensor([-0.5], requires_grad=True)
+    top = (lambda x: x.max())
+    if compiled:
+        top = torch.compile(top, backend="aot_eager", dynamic=True)
+    loss = top(p)
+    loss.backward(retain_graph=True)
+    p.data.sub_(0.1 * p.grad)        # a hand-written update through .data: no version bump
+    loss.backward()
+    print("compiled" if compiled else "eager", p.grad)
+# eager tensor([1.]): MaxBackward1 compares the (updated) input with the saved result: no tie,
+# no gradient; compiled tensor([2.]): the region saved its mask at the forward
+""",
+    name="compiled mask ignores a .data update",
+    applies=_data_update_between_backwards,
 )
 
 @contextlib.contextmanager
@@ -282,11 +360,13 @@ def _frozen(value: Any) -> Any:
 
 
 def _signature(operand: Any) -> Any:
-    """What Dynamo guards on for one operand: a tensor's shape, dtype, requires_grad and
-    whether it is a leaf; a Python float's type only (``specialize_float`` is off in torch
-    2.13, so a float is an input of the graph, not a constant)."""
+    """What Dynamo guards on for one operand: a tensor's shape, strides, storage offset, dtype,
+    requires_grad and whether it is a leaf (a view from transpose or indexing compiles apart
+    from a fresh tensor); a Python float's type only (under ``dynamic=True`` a float is an
+    input of the graph, not a constant)."""
     if hasattr(operand, "shape"):
-        return ("tensor", tuple(operand.shape), str(operand.dtype), operand.requires_grad,
+        return ("tensor", tuple(operand.shape), tuple(operand.stride()),
+                operand.storage_offset(), str(operand.dtype), operand.requires_grad,
                 operand.is_leaf)
     return (type(operand).__name__,)
 
@@ -353,6 +433,7 @@ class TorchCompileEngine(TorchEngine):
         CREATE_GRAPH_GRADS_REQUIRE_GRAD,
         CREATE_GRAPH_LEAF_INPLACE,
         POW_SYMBOLIC_BASE,
+        SAVED_MASK_IGNORES_DATA_UPDATE,
     )
 
     def __init__(self) -> None:
@@ -397,6 +478,7 @@ class TorchCompileStepEngine(TorchEngine):
     known_deviations: ClassVar[Sequence[KnownDeviation]] = (
         GRADS_SHARE_MEMORY,
         STEP_0D_FLOAT64_LOST,
+        COMPILED_ADAM_ZERO_LR_NAN,
         COMPILED_ADAM_FLOAT32_BIAS_CORRECTION,
     )
 
