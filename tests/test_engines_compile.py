@@ -136,3 +136,11 @@ def test_without_the_reset_the_skip_leaks():
     trace = run(engine, _sgd_program(backward=True))
     assert trace[-1].values["p0"].tolist() == [0.5, 1.5]
     assert _graphs() == 0
+
+
+def test_a_view_with_other_strides_compiles_apart():
+    engine = TorchCompileEngine()
+    square = _leaf([[1.0, 2.0], [3.0, 4.0]])
+    engine.apply("sum", [square * 1.0], {"dim": 0})
+    assert engine.apply("sum", [(square * 1.0).t()], {"dim": 0}).tolist() == [3.0, 7.0]
+    assert len(engine._compiled) == 2
