@@ -83,6 +83,7 @@ def test_torch_is_pinned_everywhere():
 
 @pytest.mark.parametrize(("engine", "package"), [
     ("torch", "torch"), ("torch-foreach", "torch"), ("torch-fused", "torch"),
+    ("torch-compile", "torch"), ("torch-compile-step", "torch"),
     ("tinygrad", "tinygrad"), ("paddle", "paddlepaddle"), ("mlx", "mlx"),
 ])
 def test_ci_pins_the_version_each_committed_report_was_made_on(engine, package):

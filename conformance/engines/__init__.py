@@ -20,6 +20,8 @@ BUILTIN: dict[str, str] = {
     "torch": "conformance.engines.torch_engines:TorchEngine",
     "torch-foreach": "conformance.engines.torch_engines:TorchForeachEngine",
     "torch-fused": "conformance.engines.torch_engines:TorchFusedEngine",
+    "torch-compile": "conformance.engines.torch_compile:TorchCompileEngine",
+    "torch-compile-step": "conformance.engines.torch_compile:TorchCompileStepEngine",
     "tinygrad": "conformance.engines.tinygrad_engine:TinygradEngine",
     "paddle": "conformance.engines.paddle_engine:PaddleEngine",
     "mlx": "conformance.engines.mlx_engine:MLXEngine",

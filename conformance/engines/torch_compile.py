@@ -1,0 +1,509 @@
+"""torch with ``torch.compile``: forwards compiled (``torch-compile``), or the optimizer's
+``step()`` compiled (``torch-compile-step``). docs/engines/torch-compile.md says how and why.
+
+The suite hands an adapter one op at a time (``Engine.apply``) and reads the state after every
+instruction, so the forward is compiled op by op: each op of a program runs through a
+``torch.compile``'d function of that op alone, with Dynamo's default ``fullgraph=False``.
+
+Compiling is what makes a compiled adapter slow (a user's adapter took 45 min for the ``ci``
+profile): a compiled function is built once per *op signature* and kept for the whole run —
+the op, its plain parameters, and each operand's type, shape, strides, dtype and
+``requires_grad`` (what Dynamo guards on) — so a signature is traced once, not once per
+program. Each compiled function gets
+a code object of its own: Dynamo keeps its cache entries, its recompile count and its
+automatic-dynamic-shape decisions per code object, so functions that shared one would see each
+other's shapes (a second shape turns a dimension symbolic) and run into the recompile limit
+(8), after which Dynamo silently runs the function eagerly. With ``fail_on_recompile_limit_hit``
+that last case raises instead (an engine crash), so nothing compiled here falls back to eager
+unnoticed.
+
+The compiled step cannot be shared between programs: Dynamo guards an optimizer's step on the
+identity of its params and state, so every new optimizer is traced again (measured: 0.13 s for
+a one-param SGD after the first, about 1 s). And Dynamo keeps state across optimizers: once a
+compiled ``step()`` ran with no grad on any param (nothing to trace), it skips
+``Optimizer.step``'s code for good, and every later compiled step of *any* optimizer runs
+eagerly (the doc has the script). So ``torch-compile-step`` resets Dynamo
+in ``start_program``: every program starts from a fresh Dynamo, and what one program's steps
+did cannot change what the next one runs.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import types
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from conformance.adapter import Diverges, KnownDeviation
+from conformance.engines.torch_engines import GRADS_SHARE_MEMORY, TorchEngine
+from conformance.errors import ErrorKind
+from conformance.program import Backward, Forward, Step, Update
+from conformance.torchlike import TORCH_LIKE_OPS
+
+# The evidence scripts below were run on torch 2.13.0+cpu; their output is in their comments.
+
+COMPILED_NODE_FREES = KnownDeviation(
+    property=("retain_graph::test_repeated_backward_raises_like_torch",
+              "retain_graph::test_each_op_frees_like_torch"),
+    reason=(
+        "a compiled region is one autograd node (CompiledFunctionBackward) that frees its "
+        "saved state at every backward without retain_graph, whether or not the eager ops in "
+        "it save anything: a second backward through add, sub, neg, sum, mean, reshape, "
+        "transpose, unsqueeze, basic indexing, cat or stack raises 'Trying to backward through "
+        "the graph a second time' where eager accumulates; and where eager raises too, the "
+        "branches eager runs before its failing node (save-free ones) accumulate there and "
+        "not here (upstream: pytorch/pytorch#118739, the same for unbind/split)"
+    ),
+    evidence="""\
+import torch
+x = torch.tensor([1.0, 2.0], requires_grad=True)
+add = torch.compile(lambda x: x + 1.0, backend="aot_eager", dynamic=True)
+loss = add(x).sum()                  # eager: AddBackward0, which saves nothing
+print(type(loss.grad_fn.next_functions[0][0]).__name__)   # CompiledFunctionBackward
+loss.backward()
+loss.backward()   # RuntimeError: Trying to backward through the graph a second time ...
+# x.grad stays tensor([1., 1.]); eager: no error, x.grad == tensor([2., 2.])
+""",
+    name="compiled node frees without saved tensors",
+    diverges=Diverges(at=(Backward,), fields=("error", "grads"),
+                      engine_error=ErrorKind.FREED_GRAPH),
+)
+
+
+DONATED_BUFFERS = KnownDeviation(
+    property=("accumulation::test_repeated_backward_accumulates",
+              "accumulation::test_backward_with_gradient",
+              "laws::test_k_backward_passes_give_k_times_the_grad",
+              "retain_graph::test_step_between_backwards",
+              "zero_grad::test_zero_grad_keep_zeroes_in_place"),
+    reason=(
+        "AOTAutograd donates the buffers a compiled backward alone uses (the masks that clamp, "
+        "max, min, amax, amin and their dim forms save, with dynamic=True); such a backward "
+        "refuses retain_graph=True and create_graph=True with a RuntimeError ('This backward "
+        "function was compiled with non-empty donated buffers which requires "
+        "create_graph=False and retain_graph=False'), which no ErrorKind describes: the "
+        "instruction crashes where eager backs up and keeps the graph. Designed so "
+        "(pytorch/pytorch#130580, enabled by default in #139669); "
+        "torch._functorch.config.donated_buffer=False turns it off"
+    ),
+    evidence="""\
+import torch
+x = torch.tensor([0.0, 1.0, 2.0], requires_grad=True)
+clamp = torch.compile(lambda x: x.clamp(min=0.5), backend="aot_eager", dynamic=True)
+loss = clamp(x).sum()
+loss.backward(retain_graph=True)
+# RuntimeError: This backward function was compiled with non-empty donated buffers which
+# requires create_graph=False and retain_graph=False. ...; x.grad stays None
+# eager: no error, x.grad == tensor([0., 1., 1.])
+# (with the default dynamic=None this one-op graph donates nothing and retains fine)
+""",
+    name="donated buffers refuse retain_graph",
+    diverges=Diverges(at=(Backward,), crash=True, message="non-empty donated buffers"),
+)
+
+
+CREATE_GRAPH_GRADS_REQUIRE_GRAD = KnownDeviation(
+    property=("accumulation::test_create_graph_accumulates_out_of_place",
+              "zero_grad::test_zero_grad_in_loops",
+              "training_loops::test_many_steps_without_zero_grad"),
+    reason=(
+        "backward(create_graph=True) through a compiled region gives every grad it reaches a "
+        "history (requires_grad=True, grad_fn=CopyBackwards), also where the gradient is a "
+        "constant and eager's grad has none (the grad of sum, mean, add, ...). AOTAutograd "
+        "marks all such outputs so since the fix of pytorch/pytorch#181581 (PR #181606), "
+        "which made lost requires_grad on real second-order terms visible"
+    ),
+    evidence="""\
+import torch
+x = torch.tensor([1.0, 2.0], requires_grad=True)
+total = torch.compile(lambda x: x.sum(), backend="aot_eager", dynamic=True)
+total(x).backward(create_graph=True)
+print(x.grad, x.grad.requires_grad)  # tensor([1., 1.], grad_fn=<CopyBackwards>) True
+# eager: tensor([1., 1.]) False
+""",
+    name="create_graph grads get history",
+    diverges=Diverges(at=(Backward,), fields=("grad history",)),
+)
+
+
+CREATE_GRAPH_LEAF_INPLACE = KnownDeviation(
+    property="accumulation::test_losses_accumulate",
+    reason=(
+        "after a backward(create_graph=True) through a compiled region left p.grad with "
+        "history (CREATE_GRAPH_GRADS_REQUIRE_GRAD), a second backward(create_graph=True) "
+        "through two chained compiled regions raises 'a leaf Variable that requires grad is "
+        "being used in an in-place operation', which no ErrorKind describes; eager accumulates "
+        "out of place (one fused region of the same ops does too)"
+    ),
+    evidence="""\
+import torch
+p = torch.tensor([1.0], requires_grad=True)
+mean = torch.compile(lambda x: x.mean(), backend="aot_eager", dynamic=True)
+tanh = torch.compile(lambda x: x.tanh(), backend="aot_eager", dynamic=True)
+total = torch.compile(lambda x: x.sum(), backend="aot_eager", dynamic=True)
+mean(p).backward(create_graph=True)
+print(p.grad, p.grad.requires_grad)    # tensor([1.], grad_fn=<CopyBackwards>) True
+total(tanh(p)).backward(create_graph=True)
+# RuntimeError: a leaf Variable that requires grad is being used in an in-place operation.
+# eager: no error, p.grad == tensor([1.4200], grad_fn=<AddBackward0>); the same with the
+# default dynamic=None; torch.compile(lambda x: x.tanh().sum()) in one region: no error
+""",
+    name="create_graph accumulation raises on a leaf",
+    diverges=Diverges(at=(Backward,), crash=True,
+                      message="a leaf Variable that requires grad is being used in an in-place"),
+)
+
+
+POW_SYMBOLIC_BASE = KnownDeviation(
+    property=("sgd::test_hyperparameter_changes_between_steps",),
+    reason=(
+        "`base ** x` with a Python float base cannot be compiled once the base is a symbolic "
+        "float (dynamic=True, or the default dynamic=None from the second distinct base on): "
+        "its backward needs log(base), and AOTAutograd raises BackendCompilerFailed "
+        "('NYI log symbolic float'); the forward instruction crashes"
+    ),
+    evidence="""\
+import torch
+x = torch.tensor([1.0, 2.0], requires_grad=True)
+f = torch.compile(lambda base, x: base ** x, backend="aot_eager")  # the default dynamic=None
+print(f(2.0, x))   # tensor([2., 4.], grad_fn=<CompiledFunctionBackward>)
+f(3.0, x)
+# torch._dynamo.exc.BackendCompilerFailed: backend='aot_eager' raised:
+# RuntimeError: NYI log symbolic float
+# eager: tensor([3., 9.], grad_fn=<PowBackward1>)
+""",
+    name="float ** tensor does not compile",
+    diverges=Diverges(at=(Forward,), crash=True, message="NYI log symbolic float"),
+)
+
+
+
+STEP_0D_FLOAT64_LOST = KnownDeviation(
+    property=("retain_graph::test_step_between_backwards",),
+    reason=(
+        "a compiled function that returns nothing and updates a 0-d float64 tensor it is "
+        "given in place with another 0-d float64 tensor (param.add_(grad), as every "
+        "optimizer's single-tensor loop does) loses the update: the tensor keeps its value, "
+        "with aot_eager and inductor alike (backend='eager', float32, shape (1,), or returning "
+        "the updated tensor are fine); so a compiled SGD, Adam or AdamW step leaves 0-d "
+        "float64 params unchanged, without an error"
+    ),
+    evidence="""\
+import torch
+p = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+opt = torch.optim.SGD([p], lr=0.1)
+p.backward()
+torch.compile(opt.step, backend="aot_eager")()
+print(p.item())   # 0.0; backend="eager", or opt.step() uncompiled: -0.1
+
+
+def update(p, g):  # the whole of it, without an optimizer
+    p.add_(g)
+
+
+p, g = torch.zeros((), dtype=torch.float64), torch.ones((), dtype=torch.float64)
+torch.compile(update, backend="aot_eager")(p, g)
+print(p.item())   # 0.0; eager: 1.0. float32 or shape (1,): 1.0; returning p.add_(g): 1.0
+""",
+    name="compiled step skips 0-d float64 params",
+    diverges=Diverges(at=(Step,), fields=("values",), dtypes=("float64",)),
+)
+
+
+COMPILED_ADAM_FLOAT32_BIAS_CORRECTION = KnownDeviation(
+    property=("training_loops::test_many_steps_without_zero_grad",
+              "training_loops::test_minibatch_gradient_accumulation"),
+    reason=(
+        "Dynamo traces every optimizer param group with capturable=True (torch/_dynamo/"
+        "variables/optimizer.py, _set_capturable), so a compiled Adam/AdamW step runs the "
+        "capturable branch of the single-tensor loop even on the CPU, and computes the bias "
+        "corrections 1 - beta ** step from the float32 step tensor, where eager's branch uses "
+        "a Python float (step.item()). 1 - 0.999 ** 1 in float32 is off by 1.3e-5 of its value, "
+        "so every step differs by up to ~1e-5 relative: each instruction agrees within "
+        "rounding, but a run of a few steps drifts past the end-of-run bound, float32 params by "
+        "10-100 ulps, float64 ones by up to ~1e6 (the compiled step's float32 step tensor and "
+        "tensor math are by design: pytorch/pytorch#88173, #173901)"
+    ),
+    evidence="""\
+import torch
+
+
+def run(compiled):
+    torch._dynamo.reset()
+    p = torch.tensor([0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.1, foreach=False)
+    step = torch.compile(opt.step, backend="aot_eager") if compiled else opt.step
+    for _ in range(3):
+        p.grad = torch.ones(1, dtype=torch.float64)
+        step()
+    return p.item(), opt.state[p]["step"].dtype
+
+
+print(run(False))  # (-0.2999999969999993, torch.float32)
+print(run(True))   # (-0.29999797688187846, torch.float32): 6.7e-6 relative
+# compiled: the capturable branch, 1 - beta ** step from the float32 step tensor;
+# 1 - 0.999 ** 1 loses 1.3e-5 of its value to beta2 rounded to float32 (0.99900001)
+""",
+    name="compiled Adam bias correction in float32",
+    diverges=Diverges(fields=("drift",)),
+)
+
+
+COMPILED_ADAM_ZERO_LR_NAN = KnownDeviation(
+    property=("adam::test_hyperparameter[eps-adam]",),
+    reason=(
+        "a compiled Adam/AdamW step runs the single-tensor loop's capturable branch (Dynamo "
+        "traces every param group with capturable=True, even on the CPU), which folds the step size "
+        "into the denominator: (sqrt(v) / (bc2_sqrt * -step_size)) + eps / -step_size; with "
+        "lr=0 and eps=0 that is 0 * inf, so every param the step touches becomes NaN, where "
+        "eager's branch adds 0 * (m / denom) and leaves it unchanged (pytorch/pytorch#126514, "
+        "fixed by #186444, which torch 2.13.0's adam.py does not have yet)"
+    ),
+    evidence="""\
+import torch
+for compiled in (False, True):
+    torch._dynamo.reset()
+    p = torch.tensor([-0.0, 1.0], requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.0, eps=0.0, foreach=False)
+    p.grad = torch.tensor([1.0, 1.0])
+    (torch.compile(opt.step, backend="aot_eager") if compiled else opt.step)()
+    print("compiled" if compiled else "eager", p.detach().tolist())
+# eager [-0.0, 1.0]
+# compiled [nan, nan]; with eps=1e-8 (the default), or lr=0.1: no NaN
+""",
+    name="compiled Adam NaN at lr=0, eps=0",
+    diverges=Diverges(at=(Step,), fields=("values",)),
+)
+
+
+def _data_update_between_backwards(program: Any, trace: Any) -> bool:
+    """The run first differs from the reference in grads alone, right after a backward of a
+    loss that an earlier backward already went through, with a ``.data`` update in between."""
+    from conformance.compare import divergence
+    from conformance.runner import reference_trace
+
+    found = divergence(program, trace, reference_trace(program))
+    if found is None or set(found.fields) != {"grads"} or not found.index:
+        return False
+    before = program.instructions[:found.index - 1]
+    backward = program.instructions[found.index - 1]
+    if not isinstance(backward, Backward):
+        return False
+    earlier = [i for i, instruction in enumerate(before)
+               if isinstance(instruction, Backward) and instruction.loss == backward.loss]
+    return bool(earlier) and any(isinstance(instruction, Update) and instruction.form == "data"
+                                 for instruction in before[earlier[0] + 1:])
+
+
+SAVED_MASK_IGNORES_DATA_UPDATE = KnownDeviation(
+    property="training_loops::test_hand_written_loop",
+    reason=(
+        "between two backwards of one retained graph, a hand-written update through .data "
+        "(no version bump, so no error on either side) changes what eager's max/min backward "
+        "sees: it compares the saved input, now updated, with the saved result to find the "
+        "maximum, and finds none; a compiled region saved its mask at the forward and routes "
+        "the gradient as before. Scoped by applies: the first difference is in grads after "
+        "such a backward"
+    ),
+    evidence="""\
+import torch
+for compiled in (False, True):
+    p = torch.tensor([-0.5], requires_grad=True)
+    top = (lambda x: x.max())
+    if compiled:
+        top = torch.compile(top, backend="aot_eager", dynamic=True)
+    loss = top(p)
+    loss.backward(retain_graph=True)
+    p.data.sub_(0.1 * p.grad)        # a hand-written update through .data: no version bump
+    loss.backward()
+    print("compiled" if compiled else "eager", p.grad)
+# eager tensor([1.]): MaxBackward1 compares the (updated) input with the saved result: no tie,
+# no gradient; compiled tensor([2.]): the region saved its mask at the forward
+""",
+    name="compiled mask ignores a .data update",
+    applies=_data_update_between_backwards,
+)
+
+@contextlib.contextmanager
+def _tracing_quietly():
+    """Warnings that Dynamo's own tracing raises in torch 2.13, never the traced code: it
+    touches ``torch.jit.script_method`` while it traces ``Optimizer.step`` (a
+    DeprecationWarning), and reads ``.grad`` of non-leaf tensors while it traces
+    ``cross_entropy`` (a UserWarning). Under this project's ``filterwarnings = error`` either
+    would abort the trace (an ``InternalTorchDynamoError``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script_method` is deprecated",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not "
+                                "a leaf Tensor is being accessed", category=UserWarning)
+        yield
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for an op parameter (an index, a shape, a mask) that tells apart
+    any two values that compile differently."""
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, slice):
+        return ("slice", value.start, value.stop, value.step)
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_frozen(part) for part in value))
+    if isinstance(value, Mapping):
+        return tuple(sorted((key, _frozen(part)) for key, part in value.items()))
+    if value is Ellipsis:
+        return ("ellipsis",)
+    return (type(value).__name__, value)
+
+
+def _signature(operand: Any) -> Any:
+    """What Dynamo guards on for one operand: a tensor's shape, strides, storage offset, dtype,
+    requires_grad and whether it is a leaf (a view from transpose or indexing compiles apart
+    from a fresh tensor); a Python float's type only (under ``dynamic=True`` a float is an
+    input of the graph, not a constant)."""
+    if hasattr(operand, "shape"):
+        return ("tensor", tuple(operand.shape), tuple(operand.stride()),
+                operand.storage_offset(), str(operand.dtype), operand.requires_grad,
+                operand.is_leaf)
+    return (type(operand).__name__,)
+
+
+def _run_op(*operands: Any) -> Any:
+    return _IMPL(_MODULE, operands, _PARAMS)  # names bound per compiled copy (_op_function)
+
+
+_IMPL: Any = None
+_MODULE: Any = None
+_PARAMS: Any = None
+
+
+class _Constants:
+    """torch, for an op's code, with the op's index, mask or target tensors made beforehand.
+
+    ``TORCH_LIKE_OPS`` turns an array parameter into a tensor with ``m.tensor(array)`` inside
+    the op; traced, that builds the tensor from a NumPy array in the graph and warns ``To copy
+    construct from a tensor ...`` (an error under this project's warning filter). Made once per
+    compiled function, out here, the tensor is what a user's model holds: a constant tensor."""
+
+    def __init__(self, torch: Any) -> None:
+        self._torch = torch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._torch, name)
+
+    def tensor(self, value: Any, **options: Any) -> Any:
+        if isinstance(value, self._torch.Tensor):
+            return value
+        return self._torch.tensor(value, **options)
+
+
+def _as_tensors(torch: Any, value: Any) -> Any:
+    """``value`` with every NumPy array in it (an index, a mask, a target) a torch tensor."""
+    if isinstance(value, np.ndarray):
+        return torch.tensor(value)
+    if isinstance(value, tuple):
+        return tuple(_as_tensors(torch, part) for part in value)
+    return value
+
+
+def _op_function(torch: Any, op: str, params: Mapping[str, Any]) -> Any:
+    """``_run_op`` for one op and its parameters, with a code object of its own (Dynamo's
+    cache, recompile count and automatic-dynamic state are per code object)."""
+    code = _run_op.__code__.replace(co_name=f"compiled_{op}")
+    namespace = {"__builtins__": builtins, "_IMPL": TORCH_LIKE_OPS[op],
+                 "_MODULE": _Constants(torch),
+                 "_PARAMS": {key: _as_tensors(torch, value) for key, value in params.items()}}
+    return types.FunctionType(code, namespace)
+
+
+class TorchCompileEngine(TorchEngine):
+    """torch on the CPU, every forward op compiled with ``torch.compile(backend=...)``;
+    backward, optimizers and hand-written updates eager."""
+
+    name = "torch-compile"
+    backend: ClassVar[str] = "aot_eager"
+    dynamic: ClassVar[bool | None] = True
+    known_deviations: ClassVar[Sequence[KnownDeviation]] = (
+        GRADS_SHARE_MEMORY,
+        COMPILED_NODE_FREES,
+        DONATED_BUFFERS,
+        CREATE_GRAPH_GRADS_REQUIRE_GRAD,
+        CREATE_GRAPH_LEAF_INPLACE,
+        POW_SYMBOLIC_BASE,
+        SAVED_MASK_IGNORES_DATA_UPDATE,
+    )
+
+    def __init__(self) -> None:
+        self._compiled: dict[Any, Any] = {}
+
+    def version(self) -> str:
+        return f"{super().version()}, torch.compile(backend={self.backend!r})"
+
+    def _configure(self) -> None:
+        import torch._dynamo
+
+        # Where an op breaks the graph (a boolean mask: nonzero's output shape depends on the
+        # data), Dynamo goes on to compile the frames the op calls: the op's function in
+        # TORCH_LIKE_OPS, one code object that all calls of that op share. Each new mask or
+        # shape is then a recompile of that code object, and past recompile_limit (8) Dynamo
+        # would run it eagerly without a word. So: no limit, and a hard error if one is hit
+        # anyway (an engine crash in the report), never a silent eager run.
+        torch._dynamo.config.recompile_limit = 1_000_000
+        torch._dynamo.config.accumulated_recompile_limit = 1_000_000
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
+
+    def apply(self, op: str, operands: Sequence[Any], params: Mapping[str, Any]) -> Any:
+        key = (op, _frozen(params), tuple(_signature(operand) for operand in operands))
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            import torch
+
+            self._configure()
+            compiled = torch.compile(_op_function(torch, op, params), backend=self.backend,
+                                     dynamic=self.dynamic)
+            self._compiled[key] = compiled
+        with _tracing_quietly():
+            return compiled(*operands)
+
+
+class TorchCompileStepEngine(TorchEngine):
+    """torch on the CPU, forwards eager, ``step()`` through ``torch.compile(optimizer.step)``
+    (the optimizers' single-tensor loops, as ``torch``)."""
+
+    name = "torch-compile-step"
+    backend: ClassVar[str] = "aot_eager"
+    known_deviations: ClassVar[Sequence[KnownDeviation]] = (
+        GRADS_SHARE_MEMORY,
+        STEP_0D_FLOAT64_LOST,
+        COMPILED_ADAM_ZERO_LR_NAN,
+        COMPILED_ADAM_FLOAT32_BIAS_CORRECTION,
+    )
+
+    def __init__(self) -> None:
+        self._steps: dict[int, tuple[Any, Any]] = {}
+
+    def version(self) -> str:
+        return f"{super().version()}, torch.compile(optimizer.step, backend={self.backend!r})"
+
+    def start_program(self) -> None:
+        # Dynamo's state outlives an optimizer (see the module's docstring): each program
+        # starts from a fresh one.
+        import torch._dynamo
+
+        torch._dynamo.reset()
+        self._steps.clear()
+
+    def step(self, optimizer: Any) -> None:
+        import torch
+
+        # Keyed by the object, which is kept alive with its compiled step, so its id cannot be
+        # reused within the program.
+        entry = self._steps.get(id(optimizer))
+        if entry is None:
+            entry = (optimizer, torch.compile(optimizer.step, backend=self.backend))
+            self._steps[id(optimizer)] = entry
+        with _tracing_quietly():
+            entry[1]()
