@@ -62,7 +62,49 @@ class Observation:
     """Pairs of params whose grads share memory (accumulating into one changes the other)."""
 
 
-class _Machine:
+class _Optimizing:
+    """What both interpreters do alike: build the optimizer, add a group to it, rebuild it
+    from its ``state_dict`` (the engine's calls have the same names in both tiers)."""
+
+    engine: Any
+    optimizer: Any
+    built: list[MakeOptimizer | AddParamGroup]  # how the optimizer was made
+
+    def _named(self, name: str) -> Any:
+        """The engine's object a group names."""
+        raise NotImplementedError
+
+    def optimize(self, instruction: Instruction) -> bool:
+        """Run ``instruction`` if it builds or rebuilds the optimizer; whether it did."""
+        if isinstance(instruction, MakeOptimizer):
+            self.optimizer = self._build(instruction)
+            self.built = [instruction]
+        elif isinstance(instruction, AddParamGroup):
+            self.engine.add_param_group(self.optimizer, self._group(instruction.group))
+            self.built.append(instruction)
+        elif isinstance(instruction, ReloadOptimizer):
+            state = self.engine.state_dict(self.optimizer)
+            make, *added = self.built
+            fresh = self._build(make)
+            for addition in added:
+                assert isinstance(addition, AddParamGroup)
+                self.engine.add_param_group(fresh, self._group(addition.group))
+            self.engine.load_state_dict(fresh, state)
+            self.optimizer = fresh
+        else:
+            return False
+        return True
+
+    def _group(self, group: Group) -> dict[str, Any]:
+        return {"params": [self._named(name) for name in group.params], **group.overrides}
+
+    def _build(self, make: MakeOptimizer | AddParamGroup) -> Any:
+        assert isinstance(make, MakeOptimizer)
+        groups = [self._group(group) for group in make.groups]
+        return self.engine.optimizer(make.kind, groups, make.defaults)
+
+
+class _Machine(_Optimizing):
     """The interpreter's state for one run: named tensors, the optimizer, the last grads."""
 
     def __init__(self, engine: Engine, program: Program) -> None:
@@ -91,21 +133,8 @@ class _Machine:
                 self.tensors[node.out] = engine.apply(node.op, operands, node.params)
         elif isinstance(instruction, Backward):
             engine.backward(self.tensors[instruction.loss], **instruction.arguments)
-        elif isinstance(instruction, MakeOptimizer):
-            self.optimizer = self._build(instruction)
-            self.built = [instruction]
-        elif isinstance(instruction, AddParamGroup):
-            engine.add_param_group(self.optimizer, self._group(instruction.group))
-            self.built.append(instruction)
-        elif isinstance(instruction, ReloadOptimizer):
-            state = engine.state_dict(self.optimizer)
-            make, *added = self.built
-            fresh = self._build(make)
-            for addition in added:
-                assert isinstance(addition, AddParamGroup)
-                engine.add_param_group(fresh, self._group(addition.group))
-            engine.load_state_dict(fresh, state)
-            self.optimizer = fresh
+        elif self.optimize(instruction):
+            pass
         elif isinstance(instruction, Step):
             engine.step(self.optimizer)
         elif isinstance(instruction, ZeroGrad):
@@ -131,13 +160,8 @@ class _Machine:
         else:
             raise TypeError(f"not an instruction: {instruction!r}")
 
-    def _group(self, group: Group) -> dict[str, Any]:
-        return {"params": [self.tensors[name] for name in group.params], **group.overrides}
-
-    def _build(self, make: MakeOptimizer | AddParamGroup) -> Any:
-        assert isinstance(make, MakeOptimizer)
-        groups = [self._group(group) for group in make.groups]
-        return self.engine.optimizer(make.kind, groups, make.defaults)
+    def _named(self, name: str) -> Any:
+        return self.tensors[name]  # a param, or a node (a non-leaf the constructor rejects)
 
     def _operand(self, operand: Any) -> Any:
         if isinstance(operand, Ref):
@@ -151,14 +175,14 @@ class _Machine:
         if observation.error is not None:
             return
         for name, param in self.params.items():
-            self.engine.follow(param, observation.values[name])  # type: ignore[attr-defined]
+            self.engine.follow(param, observation.values[name])
 
     def follow_grads(self, observation: Observation) -> None:
         """Take the grad values of another engine's observation (see :func:`run`), in place."""
         for name, param in self.params.items():
             grad, value = self.engine.grad(param), observation.grads[name]
             if grad is not None and value is not None:
-                self.engine.follow(grad, value)  # type: ignore[attr-defined]
+                self.engine.follow(grad, value)
 
     def observe(self, index: int, label: str, error: ErrorKind | None) -> Observation:
         values: dict[str, np.ndarray] = {}
@@ -189,7 +213,7 @@ class StatefulInstruction(TypeError):
     has (a property that draws it must not be marked ``functional``): a bug in the suite."""
 
 
-class _FunctionalMachine:
+class _FunctionalMachine(_Optimizing):
     """The interpreter's state for a run on a :class:`FunctionalEngine`: the params' current
     arrays, each param's grad (what the last backward or ``p.grad = g`` gave it), the forwards
     built so far and the optimizer. See :class:`FunctionalEngine` for how each instruction
@@ -249,21 +273,8 @@ class _FunctionalMachine:
             self.grads[instruction.param] = engine.array(instruction.value)
         elif isinstance(instruction, SetGradNone):
             self.grads[instruction.param] = None
-        elif isinstance(instruction, MakeOptimizer):
-            self.optimizer = self._build(instruction)
-            self.built = [instruction]
-        elif isinstance(instruction, AddParamGroup):
-            engine.add_param_group(self.optimizer, self._group(instruction.group))
-            self.built.append(instruction)
-        elif isinstance(instruction, ReloadOptimizer):
-            state = engine.state_dict(self.optimizer)
-            make, *added = self.built
-            fresh = self._build(make)
-            for addition in added:
-                assert isinstance(addition, AddParamGroup)
-                engine.add_param_group(fresh, self._group(addition.group))
-            engine.load_state_dict(fresh, state)
-            self.optimizer = fresh
+        elif self.optimize(instruction):
+            pass
         elif isinstance(instruction, Step):
             held = [name for made in self.built
                     for group in (made.groups if isinstance(made, MakeOptimizer)
@@ -290,13 +301,8 @@ class _FunctionalMachine:
             tensors[node.out] = self.engine.apply(node.op, operands, node.params)
         return {node.out: tensors[node.out] for node in forward.nodes}
 
-    def _group(self, group: Group) -> dict[str, Any]:
-        return {"params": [self.params[name] for name in group.params], **group.overrides}
-
-    def _build(self, make: MakeOptimizer | AddParamGroup) -> Any:
-        assert isinstance(make, MakeOptimizer)
-        groups = [self._group(group) for group in make.groups]
-        return self.engine.optimizer(make.kind, groups, make.defaults)
+    def _named(self, name: str) -> Any:
+        return self.params[name]
 
     def follow(self, observation: Observation) -> None:
         """As :meth:`_Machine.follow`: the params take another run's values (in place: the
@@ -304,7 +310,7 @@ class _FunctionalMachine:
         if observation.error is not None:
             return
         for name, param in self.params.items():
-            self.engine.follow(param, observation.values[name])  # type: ignore[attr-defined]
+            self.engine.follow(param, observation.values[name])
 
     def follow_grads(self, observation: Observation) -> None:
         """As :meth:`_Machine.follow_grads`: the grads take another run's values."""
