@@ -69,7 +69,9 @@ loss.backward()   # RuntimeError: Trying to backward through the graph a second 
 # x.grad stays tensor([1., 1.]); eager: no error, x.grad == tensor([2., 2.])
 """,
     name="compiled node frees without saved tensors",
-    diverges=Diverges(at=(Backward,), fields=("error", "grads"),
+    # "grad identity" too: under create_graph=True the reference's grad is a new object (it
+    # accumulates out of place) where the engine's raise left the old one (training loops, ci)
+    diverges=Diverges(at=(Backward,), fields=("error", "grads", "grad identity"),
                       engine_error=ErrorKind.FREED_GRAPH),
 )
 
@@ -181,6 +183,9 @@ f(3.0, x)
 """,
     name="float ** tensor does not compile",
     diverges=Diverges(at=(Forward,), crash=True, message="NYI log symbolic float"),
+    # Reached by chance since its old witness (an sgd property with forwards) steps on given
+    # grads: the convention property's three bases did not reach it under ci
+    rare=True,
 )
 
 
