@@ -64,15 +64,26 @@ class Observation:
 
 class _Optimizing:
     """What both interpreters do alike: build the optimizer, add a group to it, rebuild it
-    from its ``state_dict`` (the engine's calls have the same names in both tiers)."""
+    from its ``state_dict`` (the engine's calls have the same names in both tiers), and let
+    the oracle's params follow another run's."""
 
     engine: Any
     optimizer: Any
     built: list[MakeOptimizer | AddParamGroup]  # how the optimizer was made
 
+    params: dict[str, Any]
+
     def _named(self, name: str) -> Any:
         """The engine's object a group names."""
         raise NotImplementedError
+
+    def follow(self, observation: Observation) -> None:
+        """Take the param values of another engine's observation (see :func:`run`), in place
+        (the oracle's optimizer holds its params)."""
+        if observation.error is not None:
+            return
+        for name, param in self.params.items():
+            self.engine.follow(param, observation.values[name])
 
     def optimize(self, instruction: Instruction) -> bool:
         """Run ``instruction`` if it builds or rebuilds the optimizer; whether it did."""
@@ -169,13 +180,6 @@ class _Machine(_Optimizing):
         if isinstance(operand, Const):
             return self.engine.tensor(operand.value, requires_grad=False)
         return operand
-
-    def follow(self, observation: Observation) -> None:
-        """Take the param values of another engine's observation (see :func:`run`)."""
-        if observation.error is not None:
-            return
-        for name, param in self.params.items():
-            self.engine.follow(param, observation.values[name])
 
     def follow_grads(self, observation: Observation) -> None:
         """Take the grad values of another engine's observation (see :func:`run`), in place."""
@@ -303,14 +307,6 @@ class _FunctionalMachine(_Optimizing):
 
     def _named(self, name: str) -> Any:
         return self.params[name]
-
-    def follow(self, observation: Observation) -> None:
-        """As :meth:`_Machine.follow`: the params take another run's values (in place: the
-        oracle's optimizer holds them)."""
-        if observation.error is not None:
-            return
-        for name, param in self.params.items():
-            self.engine.follow(param, observation.values[name])
 
     def follow_grads(self, observation: Observation) -> None:
         """As :meth:`_Machine.follow_grads`: the grads take another run's values."""
