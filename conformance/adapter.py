@@ -128,7 +128,8 @@ class Diverges:
     ``conformance.compare.FIELDS``; empty: any) and in every one of ``involves`` (what makes
     it this deviation: a bare "grads" would take every wrong gradient for it), with these
     errors on each side (``ANY``: any;
-    None: no error) and, if given, only in params of ``dtypes``. ``crash=True`` describes an
+    None: no error) and, if given, only in params of ``dtypes`` and of ``shapes`` (``((),)``:
+    0-d params only). ``crash=True`` describes an
     engine that crashes (an unclassified exception, or its process dies) at such an
     instruction instead, and ``message``, if given, is a regular expression its crash's message
     must contain (``re.search``): one crash told from another at the same instruction.
@@ -148,6 +149,7 @@ class Diverges:
     engine_error: Any = ANY
     reference_error: Any = ANY
     dtypes: tuple[str, ...] = ()
+    shapes: tuple[tuple[int, ...], ...] = ()
     crash: bool = False
     message: str = ""
 
@@ -187,6 +189,8 @@ class Diverges:
             return False
         if self.reference_error is not ANY and found.reference_error != self.reference_error:
             return False
+        if self.shapes and not found.shapes <= set(self.shapes):
+            return False
         return not self.dtypes or found.dtypes <= set(self.dtypes)
 
 
@@ -218,6 +222,16 @@ class KnownDeviation:
     its witnesses are non-strict xfails, so a run whose examples never reach it passes and the
     report says the deviation was not reached, instead of calling it fixed. Where it is
     reached it is checked as any other (a failure that does not match it still fails)."""
+    local: bool = False
+    """The deviation is confined to param values right after a step or a user's update: there
+    the reference takes the engine's params and goes on from them (``interpret.run``'s
+    ``follow``), so an instruction it describes says nothing about the next ones. A run that
+    shows it is then not set aside: the instructions it describes are excused
+    (``compare.EXCUSED``) and the run is compared on, to its end, so a second, unrelated
+    difference still fails it (reports count such runs as checked past the deviation). Only a
+    divergence in ``values`` after a ``Step`` or ``Update`` is ever excused; anywhere else a
+    local deviation sets the run aside, as any other. Its end is not compared with the
+    reference's own run (the drift check): that run has the steps the engine got wrong."""
     diverges: Diverges | None = None
     """How the deviation shows (preferred over ``applies``): runs whose first divergence it
     matches are set aside in every other property, and a witness is an expected failure only
@@ -232,6 +246,14 @@ class KnownDeviation:
                                           for p in self.properties):
             raise ValueError(f"KnownDeviation.property: expected '<semantic>::<test name>' or a "
                              f"tuple of them, got {self.property!r}")
+        diverges = self.diverges
+        if self.local and diverges is not None and (
+                diverges.crash or set(diverges.fields) != {"values"} or not diverges.at
+                or not all(kind.__name__ in ("Step", "Update") for kind in diverges.at)):
+            raise ValueError(
+                f"KnownDeviation {self.label!r}: local=True excuses param values after a Step "
+                f"or Update only, and its diverges is {diverges}: give it "
+                "fields=('values',) and at=(Step,), (Update,) or both, or drop local")
 
     @builtins.property
     def label(self) -> str:

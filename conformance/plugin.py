@@ -223,7 +223,8 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         CURRENT_PROPERTY.reset(token)
         item.user_properties.append((EXAMPLES_PROPERTY, RUNS[key] - before))
         item.user_properties.append((TALLY_PROPERTY, {
-            "passed": tally.passed, "failed": tally.failed, "set_aside": dict(tally.set_aside)}))
+            "passed": tally.passed, "failed": tally.failed, "set_aside": dict(tally.set_aside),
+            "checked_past": dict(tally.checked_past)}))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -64,6 +64,10 @@ class PropertyResult:
     """Examples that failed: the first failure and each failing shrink of it."""
     set_aside: dict[str, int] = field(default_factory=dict)
     """Examples set aside, per known deviation (by its label)."""
+    checked_past: dict[str, int] = field(default_factory=dict)
+    """Of the examples whose comparison passed, those checked past the instructions a local
+    known deviation describes (``KnownDeviation.local``), per deviation: checked, not set
+    aside; a run can count under several."""
     reason: str = ""
     duration_s: float = 0.0
     crash: str = ""
@@ -105,6 +109,11 @@ class Report:
         total = sum(r.passed + r.failed for r in self.results) + aside
         return aside / total if total else 0.0
 
+    def checked_past(self) -> int:
+        """Examples checked past a local known deviation, summed over the deviations (a run
+        that two of them excused counts twice)."""
+        return sum(sum(r.checked_past.values()) for r in self.results)
+
     def flagged(self) -> list[PropertyResult]:
         """Properties whose set-aside share is above :data:`SET_ASIDE_FLAG`."""
         return [r for r in self.results if r.share_set_aside > SET_ASIDE_FLAG]
@@ -145,6 +154,8 @@ class Report:
             f"- verdict counts: {', '.join(f'{k}: {v}' for k, v in sorted(self.counts().items()))}",
             f"- examples set aside by known deviations: {self.share_set_aside():.1%} overall; "
             f"{len(self.flagged())} properties above {SET_ASIDE_FLAG:.0%} (marked ⚠)",
+            *([f"- examples checked past a local known deviation (excused where it shows, "
+               f"compared everywhere else): {self.checked_past()}"] if self.checked_past() else []),
             "- end of each run against the reference's own run (drift): "
             + (f"not compared: {self.end_comparison}" if self.end_comparison else "compared"),
             "",
@@ -166,6 +177,14 @@ class Report:
             lines += [f"| `{r.id}` | {label} | {count} |"
                       for r in sorted(self.results, key=lambda r: r.id)
                       for label, count in sorted(r.set_aside.items())]
+        if any(r.checked_past for r in self.results):
+            lines += ["", "## Examples checked past a local known deviation", "",
+                      "Runs that showed a deviation confined to param values after a step, "
+                      "excused there and compared on to their end (counted as passed):", "",
+                      "| property | deviation | examples |", "|---|---|---|"]
+            lines += [f"| `{r.id}` | {label} | {count} |"
+                      for r in sorted(self.results, key=lambda r: r.id)
+                      for label, count in sorted(r.checked_past.items())]
         if self.crashes():
             lines += ["", "## Engine crashes", "",
                       "Programs that killed the engine's process or ran past the time limit "
@@ -224,6 +243,8 @@ class Collector:
                 result.failed += tally["failed"]
                 for label, count in tally["set_aside"].items():
                     result.set_aside[label] = result.set_aside.get(label, 0) + count
+                for label, count in tally.get("checked_past", {}).items():
+                    result.checked_past[label] = result.checked_past.get(label, 0) + count
             elif key == CRASH_PROPERTY:
                 result.crash = str(value)
         xfail_reason = getattr(report, "wasxfail", None)

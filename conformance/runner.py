@@ -15,10 +15,12 @@ from hypothesis.control import currently_in_test_context
 from conformance import interpret, isolation
 from conformance.adapter import AnyEngine, Engine, FunctionalEngine, KnownDeviation
 from conformance.compare import (
+    EXCUSED,
     FoundDivergence,
     assert_same_trace,
     divergence,
     drift,
+    excusable,
     raise_drift,
 )
 from conformance.errors import EngineCrash
@@ -53,11 +55,14 @@ def functional_reference() -> FunctionalEngine:
 class Tally:
     """What became of one property's examples (the plugin keeps one per property): checked
     to the end, failed (the first failure and every failing shrink), or set aside by a known
-    deviation (by its label). Examples a strategy filtered out are none of these."""
+    deviation (by its label). Examples a strategy filtered out are none of these.
+    ``checked_past``: of the examples whose comparison passed, those it checked past the
+    instructions a local known deviation describes (``KnownDeviation.local``), by its label."""
 
     passed: int = 0
     failed: int = 0
     set_aside: collections.Counter[str] = field(default_factory=collections.Counter)
+    checked_past: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def share_set_aside(self) -> float:
@@ -112,6 +117,41 @@ def _set_aside(engine: AnyEngine, program: Program, trace: list[Observation], cu
             if tally is not None:
                 tally.set_aside[deviation.label] += 1
             assume(False)
+
+
+def excuse_local_deviations(engine: AnyEngine, program: Program, actual: list[Observation],
+                            expected: list[Observation]) -> dict[int, str]:
+    """The observations (index: the deviation's label) where the run differs from the
+    reference only as a local known deviation of the engine describes
+    (``KnownDeviation.local``): walking its differences in order, each one in param values
+    right after a step or update that such a deviation matches is excused, and the walk goes
+    on to the next; it stops at the first difference none describes (what the run is then
+    judged by). Not in a deviation's own witnesses, and not outside the suite's properties."""
+    current = CURRENT_PROPERTY.get()
+    if current is None or not currently_in_test_context():
+        return {}
+    local = [d for d in engine.known_deviations if d.local and not d.witnessed_by(current)]
+    excused: dict[int, str] = {}
+    while local:
+        token = EXCUSED.set(frozenset(excused))
+        try:
+            found = divergence(program, actual, expected)
+            if found is None or not excusable(program, found):
+                break
+            deviation = next((d for d in local if _shows_here(d, program, actual, found)), None)
+        finally:
+            EXCUSED.reset(token)
+        if deviation is None:
+            break
+        excused[found.index] = deviation.label
+    return excused
+
+
+def _shows_here(deviation: KnownDeviation, program: Program, trace: list[Observation],
+                found: FoundDivergence) -> bool:
+    if deviation.diverges is not None:
+        return deviation.diverges.matches(program, found, None)
+    return deviation.applies is not None and deviation.applies(program, trace)
 
 
 def shows_deviation(deviation: KnownDeviation, program: Program, trace: list[Observation],
@@ -280,20 +320,31 @@ def check_against_reference(engine: AnyEngine, program: Program) -> list[Observa
     """Run ``program`` on both; raise ``Divergence`` at the first observable difference.
 
     The engine runs first; the reference then follows its param values after every step (see
-    :func:`conformance.interpret.run`). Where they agree after every instruction, the
+    :func:`conformance.interpret.run`). Differences a local known deviation describes are
+    excused (:func:`excuse_local_deviations`) and the run is compared past them. Where they
+    agree after every (other) instruction, the
     engine's final params are compared with the reference's run on its own, for a difference
     that following hid and the steps added up (:func:`drift_divergence`), unless the engine
-    declared ``steps_at_param_precision`` unsupported. Returns the
-    engine's trace, for properties that check more on top.
+    declared ``steps_at_param_precision`` unsupported or an instruction was excused. Returns
+    the engine's trace, for properties that check more on top.
     """
     __tracebackhide__ = True
     actual = _run_on_engine(engine, program)
     expected = reference_trace(program, follow=actual,  # before applies, which may read it
                                functional=isinstance(engine, FunctionalEngine))
-    compared = engine.capabilities.supports("steps_at_param_precision")
-    set_aside_known_deviations(engine, program, actual, compared=compared)
-    assert_same_trace(engine.name, program, actual, expected)
-    found = drift_divergence(program, actual) if compared else None
-    if found is not None:
-        raise_drift(engine.name, program, actual, found)
+    excused = excuse_local_deviations(engine, program, actual, expected)
+    compared = engine.capabilities.supports("steps_at_param_precision") and not excused
+    token = EXCUSED.set(frozenset(excused))
+    try:
+        set_aside_known_deviations(engine, program, actual, compared=compared)
+        assert_same_trace(engine.name, program, actual, expected)
+        found = drift_divergence(program, actual) if compared else None
+        if found is not None:
+            raise_drift(engine.name, program, actual, found)
+    finally:
+        EXCUSED.reset(token)
+    tally = CURRENT_TALLY.get()
+    if tally is not None:
+        for label in set(excused.values()):
+            tally.checked_past[label] += 1
     return actual

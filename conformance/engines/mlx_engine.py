@@ -540,6 +540,7 @@ print(params["w"], opt.state["w"]["v"])  # array([-0.05], dtype=float32) array([
 """,
     name="dampening on the first momentum step",
     applies=_dampened_momentum,
+    local=True,
 )
 
 ADAM_ONE_STEP_COUNT = KnownDeviation(
@@ -564,6 +565,7 @@ print(opt.state["step"], params["b"])  # array(2, dtype=uint64) array([-0.074412
 """,
     name="one step count for all params",
     applies=_adam_stepped_without_grad,
+    local=True,
 )
 
 def _checkpoint_dropped_a_change(program: Any, trace: Any) -> bool:

@@ -696,6 +696,7 @@ opt.step()
 print(repr(q.item()))  # 0.8999999985098839 = 1 - float32(0.1); torch: 0.9
 """,
     applies=_momentum_rounds_float64,
+    local=True,
 )
 
 NO_HYPERPARAMETER_VALIDATION = KnownDeviation(
@@ -1209,6 +1210,7 @@ print(repr(q.item()))  # -0.1998999980032345; torch: -0.19989999800099933
 """,
     name="AdamW's weight_decay rounded to float32",
     applies=_adamw_rounds_decay,
+    local=True,
 )
 
 ADAM_FLOAT32_BETA_POWERS = KnownDeviation(

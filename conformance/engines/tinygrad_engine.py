@@ -767,6 +767,7 @@ with Context(TRAINING=1):
 print(opt.eps, p.numpy())                # 1.0 [-0.0005]; torch: eps 1e-08, p = [-0.001]
 """,
     diverges=Diverges(at=(Step,), fields=("values",), engine_error=None, reference_error=None),
+    local=True,
 )
 
 # The next three are step() failures: exceptions that no ErrorKind describes, so the run stops

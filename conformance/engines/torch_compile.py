@@ -218,7 +218,8 @@ torch.compile(update, backend="aot_eager")(p, g)
 print(p.item())   # 0.0; eager: 1.0. float32 or shape (1,): 1.0; returning p.add_(g): 1.0
 """,
     name="compiled step skips 0-d float64 params",
-    diverges=Diverges(at=(Step,), fields=("values",), dtypes=("float64",)),
+    diverges=Diverges(at=(Step,), fields=("values",), dtypes=("float64",), shapes=((),)),
+    local=True,
 )
 
 
@@ -285,6 +286,7 @@ for compiled in (False, True):
 """,
     name="compiled Adam NaN at lr=0, eps=0",
     diverges=Diverges(at=(Step,), fields=("values",)),
+    local=True,
 )
 
 

@@ -1,0 +1,165 @@
+"""Known deviations confined to param values after a step (``KnownDeviation.local``): the
+instructions they describe are excused and the run is compared on to its end, so a run that
+shows one is checked, not set aside, and a second, unrelated difference in it still fails."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+
+from conformance.adapter import Diverges, KnownDeviation
+from conformance.compare import Divergence
+from conformance.engines.torch_engines import TorchEngine
+from conformance.program import Backward, Group, MakeOptimizer, Param, Program, SetGrad, Step
+from conformance.report import PropertyResult, Report
+from conformance.runner import CURRENT_PROPERTY, CURRENT_TALLY, Tally, check_against_reference
+
+WITNESS = "sgd::test_hyperparameter[lr]"
+ELSEWHERE = "sgd::test_steps_match_reference"
+
+SKIPS_0D = KnownDeviation(
+    property=WITNESS,
+    reason="step() leaves 0-d params as they are",
+    name="0-d params not stepped",
+    diverges=Diverges(at=(Step,), fields=("values",), shapes=((),)),
+    local=True,
+)
+
+
+class Skips0D(TorchEngine):
+    """torch, but step() puts every 0-d param back as it was."""
+
+    name = "skips-0d"
+    known_deviations: ClassVar = (SKIPS_0D,)
+
+    def step(self, optimizer: Any) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        kept = [(p, p.detach().clone()) for p in params if p.dim() == 0]
+        super().step(optimizer)
+        with torch.no_grad():
+            for p, value in kept:
+                p.copy_(value)
+
+
+class Skips0DThenDoublesTheStep(Skips0D):
+    """Also, from its second step on, every other param moves twice as far: a second bug
+    that only a run checked past the first one can show."""
+
+    name = "skips-0d-then-doubles"
+
+    def start_program(self) -> None:
+        self.steps = 0
+
+    def step(self, optimizer: Any) -> None:
+        self.steps += 1
+        before = {p: p.detach().clone() for group in optimizer.param_groups
+                  for p in group["params"] if p.dim() > 0}
+        super().step(optimizer)
+        if self.steps > 1:
+            with torch.no_grad():
+                for p, value in before.items():
+                    p.copy_(2 * p - value)
+
+
+def _program() -> Program:
+    params = (Param("p0", np.array(1.0)), Param("p1", np.array([1.0, -2.0])))
+    grads = (SetGrad("p0", np.array(0.5)), SetGrad("p1", np.array([0.25, 1.0])))
+    return Program(params, (MakeOptimizer((Group(("p0", "p1")),), {"lr": 0.5}),
+                            *grads, Step(), *grads, Step()))
+
+
+def _check(engine: TorchEngine, program: Program, property_id: str) -> Tally:
+    """``check_against_reference`` as a property runs it: inside a Hypothesis test, with the
+    property's id and tally set. A run set aside raises ``Unsatisfiable`` (its only example)."""
+    tally = Tally()
+
+    @settings(max_examples=1, database=None, derandomize=True, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.just(program))
+    def one(drawn: Program) -> None:
+        tokens = CURRENT_PROPERTY.set(property_id), CURRENT_TALLY.set(tally)
+        try:
+            engine.start_program()
+            check_against_reference(engine, drawn)
+        finally:
+            CURRENT_TALLY.reset(tokens[1])
+            CURRENT_PROPERTY.reset(tokens[0])
+
+    one()
+    return tally
+
+
+def test_a_run_showing_a_local_deviation_is_checked_to_its_end_not_set_aside():
+    tally = _check(Skips0D(), _program(), ELSEWHERE)
+    assert tally.checked_past == {SKIPS_0D.label: 1}
+    assert not tally.set_aside
+
+
+def test_a_second_difference_after_a_local_deviation_fails_the_run():
+    with pytest.raises(Divergence) as failure:
+        _check(Skips0DThenDoublesTheStep(), _program(), ELSEWHERE)
+    found = failure.value.found
+    assert found is not None
+    assert (found.index, found.params) == (7, {"p0", "p1"})  # the second step
+    assert "Earlier, after instructions [4]" in str(failure.value)
+
+
+def test_a_local_deviation_is_not_excused_in_its_own_witness():
+    with pytest.raises(Divergence) as failure:
+        _check(Skips0D(), _program(), WITNESS)
+    found = failure.value.found
+    assert found is not None
+    assert (found.index, found.params) == (4, {"p0"})
+    assert SKIPS_0D.diverges is not None
+    assert SKIPS_0D.diverges.matches(_program(), found, None)
+
+
+def test_a_local_deviation_excuses_only_what_it_describes():
+    """The same bug declared for 1-d params only: the 0-d param's difference is not excused,
+    so the run is judged by it (here: neither set aside nor checked past)."""
+
+    class DeclaredFor1D(Skips0D):
+        known_deviations: ClassVar = (KnownDeviation(
+            property=WITNESS, reason="1-d params", diverges=Diverges(
+                at=(Step,), fields=("values",), shapes=((2,),)), local=True),)
+
+    with pytest.raises(Divergence):
+        _check(DeclaredFor1D(), _program(), ELSEWHERE)
+
+
+def test_a_non_local_deviation_still_sets_the_whole_run_aside():
+    class NotLocal(Skips0D):
+        known_deviations: ClassVar = (KnownDeviation(
+            property=WITNESS, reason="0-d", diverges=SKIPS_0D.diverges),)
+
+    with pytest.raises(Unsatisfiable):
+        _check(NotLocal(), _program(), ELSEWHERE)
+
+
+@pytest.mark.parametrize("diverges", [
+    Diverges(at=(Backward,), fields=("grads",)),
+    Diverges(at=(Step,), fields=("values", "grads")),
+    Diverges(fields=("values",)),
+    Diverges(at=(Step,), crash=True),
+])
+def test_local_is_refused_where_the_reference_does_not_follow_the_engine(diverges):
+    with pytest.raises(ValueError, match="local=True excuses param values after a Step"):
+        KnownDeviation(property=WITNESS, reason="r", name="the bad one", diverges=diverges,
+                       local=True)
+
+
+def test_reports_count_runs_checked_past_a_local_deviation():
+    result = PropertyResult("sgd::test_x", "sgd", "test_x", "pass", examples=10, passed=10,
+                            checked_past={SKIPS_0D.label: 4})
+    report = Report("skips-0d", "1", "ci", "0", {}, results=[result])
+    text = report.to_markdown()
+    assert "examples checked past a local known deviation" in text
+    assert f"| `sgd::test_x` | {SKIPS_0D.label} | 4 |" in text
+    assert report.share_set_aside() == 0.0
+    assert Report.from_json(report.to_json()).results[0].checked_past == {SKIPS_0D.label: 4}
