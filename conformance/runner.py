@@ -89,34 +89,43 @@ def set_aside_known_deviations(
     property being run is one of that deviation's witnesses; the tally counts it under the
     deviation's label. ``compared``: the run is compared with the reference, its end without
     following too (:func:`check_against_reference`), so a drift can show a deviation."""
+    deviation = deviation_showing(engine, program, trace, crashed=crashed, message=message,
+                                  compared=compared)
+    if deviation is not None:
+        tally = CURRENT_TALLY.get()
+        if tally is not None:
+            tally.set_aside[deviation.label] += 1
+        assume(False)
+
+
+def deviation_showing(
+    engine: AnyEngine, program: Program, trace: list[Observation], *, crashed: bool = False,
+    message: str = "", compared: bool = False,
+) -> KnownDeviation | None:
+    """The first scoped known deviation of the engine that shows in this run, its witnesses
+    (in which it must fail) and runs outside the suite's properties (a fixed example must
+    hold as it is) aside; None where none does. ``crashed``, ``message`` and ``compared`` as
+    for :func:`set_aside_known_deviations`."""
     current = CURRENT_PROPERTY.get()
     if current is None or not currently_in_test_context():
-        return  # a fixed example, or outside the suite: it must hold as it is
+        return None
     token = _COMPARED_TO_THE_END.set(compared)
     try:
-        _set_aside(engine, program, trace, current, crashed=crashed, message=message,
-                   compared=compared)
+        for deviation in engine.known_deviations:
+            if deviation.witnessed_by(current):
+                continue
+            if deviation.diverges is not None:
+                shows = shows_deviation(deviation, program, trace, crashed=crashed,
+                                        message=message, compared=compared)
+            elif deviation.applies is not None:
+                shows = deviation.applies(program, trace)
+            else:
+                continue
+            if shows:
+                return deviation
     finally:
         _COMPARED_TO_THE_END.reset(token)
-
-
-def _set_aside(engine: AnyEngine, program: Program, trace: list[Observation], current: str, *,
-               crashed: bool, message: str, compared: bool) -> None:
-    for deviation in engine.known_deviations:
-        if deviation.witnessed_by(current):
-            continue
-        if deviation.diverges is not None:
-            shows = shows_deviation(deviation, program, trace, crashed=crashed, message=message,
-                                    compared=compared)
-        elif deviation.applies is not None:
-            shows = deviation.applies(program, trace)
-        else:
-            continue
-        if shows:
-            tally = CURRENT_TALLY.get()
-            if tally is not None:
-                tally.set_aside[deviation.label] += 1
-            assume(False)
+    return None
 
 
 def excuse_local_deviations(engine: AnyEngine, program: Program, actual: list[Observation],
@@ -321,12 +330,16 @@ def check_against_reference(engine: AnyEngine, program: Program) -> list[Observa
 
     The engine runs first; the reference then follows its param values after every step (see
     :func:`conformance.interpret.run`). Differences a local known deviation describes are
-    excused (:func:`excuse_local_deviations`) and the run is compared past them. Where they
-    agree after every (other) instruction, the
-    engine's final params are compared with the reference's run on its own, for a difference
-    that following hid and the steps added up (:func:`drift_divergence`), unless the engine
-    declared ``steps_at_param_precision`` unsupported or an instruction was excused. Returns
-    the engine's trace, for properties that check more on top.
+    excused (:func:`excuse_local_deviations`) and the run is compared past them. A run that
+    differs after some other instruction is set aside where a known deviation describes it
+    (:func:`set_aside_known_deviations`), and fails where none does. A run that agrees after
+    every (other) instruction is never set aside: its final params are then compared with the
+    reference's run on its own, for a difference that following hid and the steps added up
+    (:func:`drift_divergence`; not where the engine declared ``steps_at_param_precision``
+    unsupported or an instruction was excused), and a drift that a known deviation describes
+    is excused there, as the run's last check. Runs checked past a deviation are counted under
+    its label (``Tally.checked_past``). Returns the engine's trace, for properties that check
+    more on top.
     """
     __tracebackhide__ = True
     actual = _run_on_engine(engine, program)
@@ -334,17 +347,23 @@ def check_against_reference(engine: AnyEngine, program: Program) -> list[Observa
                                functional=isinstance(engine, FunctionalEngine))
     excused = excuse_local_deviations(engine, program, actual, expected)
     compared = engine.capabilities.supports("steps_at_param_precision") and not excused
+    labels = set(excused.values())
     token = EXCUSED.set(frozenset(excused))
     try:
-        set_aside_known_deviations(engine, program, actual, compared=compared)
-        assert_same_trace(engine.name, program, actual, expected)
+        if divergence(program, actual, expected) is not None:
+            set_aside_known_deviations(engine, program, actual, compared=compared)
+            assert_same_trace(engine.name, program, actual, expected)
         found = drift_divergence(program, actual) if compared else None
         if found is not None:
-            raise_drift(engine.name, program, actual, found)
+            explained = deviation_showing(engine, program, actual, compared=True)
+            if explained is None:
+                raise_drift(engine.name, program, actual, found)
+            else:
+                labels.add(explained.label)
     finally:
         EXCUSED.reset(token)
     tally = CURRENT_TALLY.get()
     if tally is not None:
-        for label in set(excused.values()):
+        for label in labels:
             tally.checked_past[label] += 1
     return actual

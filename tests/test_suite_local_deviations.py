@@ -1,6 +1,8 @@
-"""Known deviations confined to param values after a step (``KnownDeviation.local``): the
-instructions they describe are excused and the run is compared on to its end, so a run that
-shows one is checked, not set aside, and a second, unrelated difference in it still fails."""
+"""Runs checked past a known deviation instead of set aside: deviations confined to param
+values after a step (``KnownDeviation.local``), whose instructions are excused while the run is
+compared on to its end, so that a second, unrelated difference in it still fails; a drift at a
+run's end that a deviation describes, its last check; and runs that agree with the reference,
+which no deviation sets aside, whatever its predicate says."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
+from broken_engines.rounding import RoundsAwayFromZero
 from conformance.adapter import Diverges, KnownDeviation
 from conformance.compare import Divergence
 from conformance.engines.torch_engines import TorchEngine
@@ -74,7 +77,7 @@ def _program() -> Program:
                             *grads, Step(), *grads, Step()))
 
 
-def _check(engine: TorchEngine, program: Program, property_id: str) -> Tally:
+def _check(engine: Any, program: Program, property_id: str) -> Tally:
     """``check_against_reference`` as a property runs it: inside a Hypothesis test, with the
     property's id and tally set. A run set aside raises ``Unsatisfiable`` (its only example)."""
     tally = Tally()
@@ -163,3 +166,38 @@ def test_reports_count_runs_checked_past_a_local_deviation():
     assert f"| `sgd::test_x` | {SKIPS_0D.label} | 4 |" in text
     assert report.share_set_aside() == 0.0
     assert Report.from_json(report.to_json()).results[0].checked_past == {SKIPS_0D.label: 4}
+
+
+def test_a_run_that_agrees_with_the_reference_is_never_set_aside():
+    """A predicate true of every run (what a syntactic one is, for the runs it names) sets
+    nothing aside where the engine agrees: there is nothing for it to explain."""
+
+    class ClaimsEverything(TorchEngine):
+        known_deviations: ClassVar = (KnownDeviation(
+            property=WITNESS, reason="everywhere", applies=lambda program, trace: True),)
+
+    tally = _check(ClaimsEverything(), _program(), ELSEWHERE)
+    assert not tally.set_aside
+    assert not tally.checked_past
+
+
+def _drifting_program() -> Program:
+    """Twenty SGD steps on a given grad: an engine rounding every op one ulp away from zero
+    ends past the drift bound (``tests/test_suite_tolerance.py``), agreeing after every step."""
+    grad = SetGrad("p0", np.array([-0.3, -0.3], dtype=np.float32))
+    return Program((Param("p0", np.array([0.7, -0.7 / 3], dtype=np.float32)),),
+                   (MakeOptimizer((Group(("p0",)),), {"lr": 0.1}), *(grad, Step()) * 20))
+
+
+def test_a_drift_a_deviation_describes_is_excused_as_the_runs_last_check():
+    with pytest.raises(Divergence, match="drift"):
+        _check(RoundsAwayFromZero(), _drifting_program(), ELSEWHERE)
+
+    class DeclaresItsDrift(RoundsAwayFromZero):
+        known_deviations: ClassVar = (KnownDeviation(
+            property=WITNESS, reason="one ulp an op", name="one ulp an op",
+            diverges=Diverges(fields=("drift",))),)
+
+    tally = _check(DeclaresItsDrift(), _drifting_program(), ELSEWHERE)
+    assert tally.checked_past == {"one ulp an op": 1}
+    assert not tally.set_aside
