@@ -11,11 +11,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import torch
+from broken_engines.rounding import RoundsAwayFromZero
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from broken_engines.rounding import RoundsAwayFromZero
 from conformance.adapter import Diverges, KnownDeviation
 from conformance.compare import Divergence
 from conformance.engines.torch_engines import TorchEngine
