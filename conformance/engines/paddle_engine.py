@@ -1217,7 +1217,7 @@ ADAM_FLOAT32_BETA_POWERS = KnownDeviation(
     # test_steps_match_reference[adam] was a witness too, until its programs no longer mixed
     # float32 and float64 params (step_mixed_dtypes): its 60 ci programs then never drifted
     # by this, while its Adam runs elsewhere do (set aside in 6 properties)
-    property="adam::test_steps_match_reference[adamw]",
+    property="adam::test_param_groups[adamw]",
     reason=(
         "Adam and AdamW keep beta1**t and beta2**t as accumulator tensors of the param's dtype "
         "(beta1_pow_acc, beta2_pow_acc in state_dict()), multiplied by beta every step; for a "
