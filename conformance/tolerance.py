@@ -22,16 +22,18 @@ differently in one instruction:
   [-16, 16]) is an error of up to 16 ulps of a result of size 1, and ``max(1, ...)`` only
   rescales results larger than 1.
 
-So 100 roundings, times a few ulps, times 16 is about 2**12 ulps at worst; we allow 2**10 for
-float32 (the worst case needs every rounding at its bound, in the same direction, through
-the largest operands) and measure how much of it conforming engines use:
+So 100 roundings, times a few ulps, times 16 is about 2**12 ulps at worst; we allow 2**10
+(the worst case needs every rounding at its bound, in the same direction, through the largest
+operands), in float32 and float64 alike: the count is of roundings, and an ulp is relative to
+its dtype. How much of it conforming engines use is measured:
 ``bench/bench_tolerance.py`` prints the largest difference each built-in engine shows, per
 dtype, on the suite's longest programs (docs/benchmarks.md): torch's largest is 3.4 ulps in
-float32 and 2.1 in float64, paddle's 5.0 in float32. float64 gets 2**19, where the same
-analysis gives 2**12: the slack is historical, and it is what lets paddle's and tinygrad's
-float32 optimizer coefficients on float64 params (known deviations, measured at up to 5e5
-float64 ulps after one step) pass one step at a time; the end-of-run comparison below holds
-float64 runs to a few ulps all the same. A program holding both dtypes is compared at the
+float32 and 2.1 in float64, paddle's 5.0 in float32. float64 used to get 2**19, slack that let
+paddle's and tinygrad's float32 optimizer coefficients on float64 params (measured at up to
+5e5 float64 ulps after one step) pass one step at a time: a difference hidden in the
+tolerance. They are known deviations now, confined to the steps they show in
+(``KnownDeviation.local``): excused there, and the run compared on.
+A program holding both dtypes is compared at the
 float32 tolerance (:func:`program_tolerance`): torch computes a float64 param's grad in
 float32 wherever a 0-dim float64 tensor meets a float32 one.
 What these bounds do not see, by design, is a difference of a few ulps per instruction that
@@ -111,13 +113,13 @@ EPSILON: dict[np.dtype, float] = {
 
 INSTRUCTION_ULPS: dict[np.dtype, float] = {
     np.dtype("float32"): 2.0**10,
-    np.dtype("float64"): 2.0**19,
+    np.dtype("float64"): 2.0**10,
 }
 """How many ulps (of ``max(1, max|expected|)``) one instruction may differ by; see above."""
 
 TOLERANCE: dict[np.dtype, float] = {dtype: INSTRUCTION_ULPS[dtype] * EPSILON[dtype]
                                     for dtype in EPSILON}
-"""The per-instruction tolerance as a relative difference: 2**-13 (float32), 2**-33 (float64)."""
+"""The per-instruction tolerance as a relative difference: 2**-13 (float32), 2**-42 (float64)."""
 
 DRIFT_ULPS = 8.0
 """How many times the reference's own rounding (``kappa``) the engine's final params may be
