@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         results=collector.finished_results(),
         exit_code=exit_code,
         runtime_s=round(runtime, 1),
-        deviations=[{"properties": list(d.properties), "reason": d.reason, "evidence": d.evidence}
+        deviations=[{"properties": list(d.properties), "reason": d.reason, "evidence": d.evidence,
+                     "label": d.label, "matched_by": d.matched_by}
                     for d in engine.known_deviations],
         end_comparison=engine.capabilities.unsupported.get("steps_at_param_precision", ""),
     )

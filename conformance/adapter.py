@@ -163,6 +163,22 @@ class Diverges:
             raise ValueError(f"Diverges(message={self.message!r}) is not a regular expression: "
                              f"{error}") from None
 
+    def describe(self) -> str:
+        """The fields given, as a report shows them: ``at=Step, fields=values``."""
+        parts = []
+        for name, value in (("at", tuple(kind.__name__ for kind in self.at)),
+                            ("fields", self.fields), ("involves", self.involves),
+                            ("dtypes", self.dtypes), ("shapes", self.shapes)):
+            if value:
+                parts.append(f"{name}={'/'.join(str(v) for v in value)}")
+        for name, error in (("engine_error", self.engine_error),
+                            ("reference_error", self.reference_error)):
+            if error is not ANY:
+                parts.append(f"{name}={getattr(error, 'name', error)}")
+        if self.crash:
+            parts.append("crash" + (f" saying /{self.message}/" if self.message else ""))
+        return ", ".join(parts) or "any divergence"
+
     def matches(self, program: Any, found: Any, crashed: Any, message: str = "") -> bool:
         """Whether a run shows this: ``found`` is its ``FoundDivergence`` (None where it agreed),
         ``crashed`` the instruction it crashed at (None where it did not crash) and ``message``
@@ -254,6 +270,17 @@ class KnownDeviation:
                 f"KnownDeviation {self.label!r}: local=True excuses param values after a Step "
                 f"or Update only, and its diverges is {diverges}: give it "
                 "fields=('values',) and at=(Step,), (Update,) or both, or drop local")
+
+    @builtins.property
+    def matched_by(self) -> str:
+        """How the suite tells a run that shows this deviation, as reports say it."""
+        local = "; local: excused at the steps it describes" if self.local else ""
+        if self.diverges is not None:
+            return f"its divergence ({self.diverges.describe()}){local}"
+        if self.applies is not None:
+            name = getattr(self.applies, "__name__", "predicate")
+            return f"a predicate, `{name}` (what a divergence does not say){local}"
+        return "nothing: its witnesses fail, and a run showing it elsewhere fails"
 
     @builtins.property
     def label(self) -> str:

@@ -198,6 +198,9 @@ class Report:
         for deviation in self.deviations:
             names = ", ".join(f"`{pid}`" for pid in deviation["properties"])
             lines += [f"- {names}: {deviation['reason']}"]
+            if deviation.get("matched_by"):
+                lines += [f"  - *{deviation['label']}*, told in a run by "
+                          f"{deviation['matched_by']}"]
             if deviation.get("evidence"):
                 lines += ["", "  ```python", *(f"  {line}".rstrip()
                                               for line in deviation["evidence"].splitlines()),

@@ -201,3 +201,22 @@ def test_a_drift_a_deviation_describes_is_excused_as_the_runs_last_check():
     tally = _check(DeclaresItsDrift(), _drifting_program(), ELSEWHERE)
     assert tally.checked_past == {"one ulp an op": 1}
     assert not tally.set_aside
+
+
+def test_reports_say_how_a_run_is_told_to_show_each_deviation():
+    """By its divergence (the fields given), by a predicate (named: what a divergence does not
+    say), or not at all; and whether it is local."""
+    predicate = KnownDeviation(property=WITNESS, reason="r", name="by predicate",
+                               applies=lambda program, trace: False)
+    unscoped = KnownDeviation(property=WITNESS, reason="r", name="unscoped")
+    assert SKIPS_0D.matched_by == ("its divergence (at=Step, fields=values, shapes=()); "
+                                   "local: excused at the steps it describes")
+    assert predicate.matched_by == ("a predicate, `<lambda>` (what a divergence does not "
+                                    "say)")
+    assert unscoped.matched_by.startswith("nothing")
+    report = Report("e", "1", "ci", "0", {}, deviations=[
+        {"properties": [WITNESS], "reason": "r", "evidence": "", "label": d.label,
+         "matched_by": d.matched_by} for d in (SKIPS_0D, predicate)])
+    text = report.to_markdown()
+    assert f"*{SKIPS_0D.label}*, told in a run by its divergence (at=Step" in text
+    assert "*by predicate*, told in a run by a predicate" in text
