@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import functools
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -319,10 +321,25 @@ def _run_on_engine(engine: AnyEngine, program: Program) -> list[Observation]:
 
 
 def run_engine(engine: AnyEngine, program: Program) -> list[Observation]:
-    """Run on the engine alone (for oracle-free laws), scoped known deviations set aside."""
-    trace = _run_on_engine(engine, program)
-    set_aside_known_deviations(engine, program, trace)
-    return trace
+    """Run on the engine alone, for an oracle-free law (:func:`law`). A crash that a scoped
+    known deviation describes is set aside; a run that does not crash, only where the law
+    then fails."""
+    return _run_on_engine(engine, program)
+
+
+@contextlib.contextmanager
+def law(engine: AnyEngine, *runs: tuple[Program, list[Observation]]) -> Iterator[None]:
+    """Check an oracle-free law of these runs of the engine (``run_engine``): an
+    ``AssertionError`` inside sets the example aside where a scoped known deviation shows in
+    one of the runs, outside its witnesses, and fails it otherwise. A law that holds is never
+    set aside, whatever the runs show: there is nothing for a deviation to explain."""
+    __tracebackhide__ = True
+    try:
+        yield
+    except AssertionError:
+        for program, trace in runs:
+            set_aside_known_deviations(engine, program, trace)
+        raise
 
 
 def check_against_reference(engine: AnyEngine, program: Program) -> list[Observation]:

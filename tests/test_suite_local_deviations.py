@@ -6,6 +6,7 @@ which no deviation sets aside, whatever its predicate says."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,7 +22,14 @@ from conformance.compare import Divergence
 from conformance.engines.torch_engines import TorchEngine
 from conformance.program import Backward, Group, MakeOptimizer, Param, Program, SetGrad, Step
 from conformance.report import PropertyResult, Report
-from conformance.runner import CURRENT_PROPERTY, CURRENT_TALLY, Tally, check_against_reference
+from conformance.runner import (
+    CURRENT_PROPERTY,
+    CURRENT_TALLY,
+    Tally,
+    check_against_reference,
+    law,
+    run_engine,
+)
 
 WITNESS = "sgd::test_hyperparameter[lr]"
 ELSEWHERE = "sgd::test_steps_match_reference"
@@ -77,25 +85,33 @@ def _program() -> Program:
                             *grads, Step(), *grads, Step()))
 
 
-def _check(engine: Any, program: Program, property_id: str) -> Tally:
-    """``check_against_reference`` as a property runs it: inside a Hypothesis test, with the
+def _as_property(property_id: str, body: Callable[[], object]) -> Tally:
+    """Run ``body`` as a property's example runs: inside a Hypothesis test, with the
     property's id and tally set. A run set aside raises ``Unsatisfiable`` (its only example)."""
     tally = Tally()
 
     @settings(max_examples=1, database=None, derandomize=True, deadline=None,
               suppress_health_check=list(HealthCheck))
-    @given(st.just(program))
-    def one(drawn: Program) -> None:
+    @given(st.none())
+    def one(_: None) -> None:
         tokens = CURRENT_PROPERTY.set(property_id), CURRENT_TALLY.set(tally)
         try:
-            engine.start_program()
-            check_against_reference(engine, drawn)
+            body()
         finally:
             CURRENT_TALLY.reset(tokens[1])
             CURRENT_PROPERTY.reset(tokens[0])
 
     one()
     return tally
+
+
+def _check(engine: Any, program: Program, property_id: str) -> Tally:
+    """``check_against_reference`` of ``program`` as a property runs it."""
+    def body() -> None:
+        engine.start_program()
+        check_against_reference(engine, program)
+
+    return _as_property(property_id, body)
 
 
 def test_a_run_showing_a_local_deviation_is_checked_to_its_end_not_set_aside():
@@ -220,3 +236,33 @@ def test_reports_say_how_a_run_is_told_to_show_each_deviation():
     text = report.to_markdown()
     assert f"*{SKIPS_0D.label}*, told in a run by its divergence (at=Step" in text
     assert "*by predicate*, told in a run by a predicate" in text
+
+
+def test_a_law_that_holds_is_never_set_aside_and_one_that_fails_is_where_a_deviation_shows():
+    """An oracle-free law (``runner.law``): a step after which nothing may move. The engine
+    skips 0-d params, so the law holds for p0 and fails for a law about p1 only where the
+    deviation does not explain it."""
+    program = _program()
+
+    def holds() -> None:
+        trace = run_engine(Skips0D(), program)
+        with law(Skips0D(), (program, trace)):
+            assert (trace[-1].values["p0"] == program.params[0].value).all()
+
+    assert not _as_property(ELSEWHERE, holds).set_aside  # the deviation shows; the law holds
+
+    class NotLocal(Skips0D):
+        known_deviations: ClassVar = (KnownDeviation(
+            property=WITNESS, reason="0-d", name="0-d", diverges=SKIPS_0D.diverges),)
+
+    def fails(engine: Any) -> Callable[[], None]:
+        def body() -> None:
+            trace = run_engine(engine, program)
+            with law(engine, (program, trace)):
+                assert (trace[-1].values["p1"] == program.params[1].value).all(), "p1 moved"
+        return body
+
+    with pytest.raises(Unsatisfiable):  # the deviation shows in the run: set aside
+        _as_property(ELSEWHERE, fails(NotLocal()))
+    with pytest.raises(AssertionError, match="p1 moved"):  # no deviation shows in torch's run
+        _as_property(ELSEWHERE, fails(TorchEngine()))

@@ -23,7 +23,7 @@ from conformance.program import (
     ZeroGrad,
 )
 from conformance.properties import optimizer_properties
-from conformance.runner import run_engine
+from conformance.runner import law, run_engine
 
 
 def _assert_close(what: str, actual, expected, program: Program) -> None:
@@ -48,10 +48,11 @@ def test_k_backward_passes_give_k_times_the_grad(engine, data):
     program = Program(params, (info.forward, *[Backward("loss0", True) for _ in range(k)]))
     trace = run_engine(engine, program)
     once, k_times = trace[2], trace[-1]
-    for name, grad in once.grads.items():
-        expected = None if grad is None else grad * grad.dtype.type(k)
-        _assert_close(f"{name}.grad after {k} backward passes vs {k} × after one",
-                      k_times.grads[name], expected, program)
+    with law(engine, (program, trace)):
+        for name, grad in once.grads.items():
+            expected = None if grad is None else grad * grad.dtype.type(k)
+            _assert_close(f"{name}.grad after {k} backward passes vs {k} × after one",
+                          k_times.grads[name], expected, program)
 
 
 @pytest.mark.requires("step_none_grad")
@@ -67,14 +68,15 @@ def test_zero_grad_then_step_changes_nothing(engine, data):
     program = Program(params, (make, info.forward, Backward("loss0"), Step(), ZeroGrad(), Step()))
     trace = run_engine(engine, program)
     before, after = trace[-2], trace[-1]
-    for name, value in before.values.items():
-        if not (after.values[name] == value).all() and not (
-            (after.values[name] != after.values[name]) & (value != value)
-        ).all():
-            raise AssertionError(
-                f"{name} moved in a step after zero_grad(): {value} → {after.values[name]}"
-                f"\n\n{program.to_script()}"
-            )
+    with law(engine, (program, trace)):
+        for name, value in before.values.items():
+            if not (after.values[name] == value).all() and not (
+                (after.values[name] != after.values[name]) & (value != value)
+            ).all():
+                raise AssertionError(
+                    f"{name} moved in a step after zero_grad(): {value} → {after.values[name]}"
+                    f"\n\n{program.to_script()}"
+                )
 
 
 @pytest.mark.requires("op:add")
@@ -88,10 +90,12 @@ def test_separate_backwards_equal_backward_of_the_sum(engine, data):
     total = Forward("total", (*a.forward.nodes, *b.forward.nodes,
                               Node("total", "add", (Ref("a"), Ref("b")))))
     summed = Program(params, (total, Backward("total")))
-    got, want = run_engine(engine, separate)[-1], run_engine(engine, summed)[-1]
-    for name, grad in want.grads.items():
-        _assert_close(f"{name}.grad of a, b separately vs of a + b", got.grads[name], grad,
-                      separate)
+    apart, together = run_engine(engine, separate), run_engine(engine, summed)
+    got, want = apart[-1], together[-1]
+    with law(engine, (separate, apart), (summed, together)):
+        for name, grad in want.grads.items():
+            _assert_close(f"{name}.grad of a, b separately vs of a + b", got.grads[name], grad,
+                          separate)
 
 
 @pytest.mark.requires("hyper:maximize", "hyper:sgd:maximize", "op:neg")
@@ -112,10 +116,12 @@ def test_maximize_equals_minimizing_the_negation(engine, data):
     minimize = Program(params, (MakeSGD((Group(names),), {**hyper, "maximize": False}),
                                 *[i for _ in range(rounds)
                                   for i in (negated, Backward("neg"), Step(), ZeroGrad())]))
-    got, want = run_engine(engine, maximize)[-1], run_engine(engine, minimize)[-1]
-    for name, value in want.values.items():
-        _assert_close(f"{name} after maximize on L vs minimize on -L", got.values[name], value,
-                      maximize)
+    up, down = run_engine(engine, maximize), run_engine(engine, minimize)
+    got, want = up[-1], down[-1]
+    with law(engine, (maximize, up), (minimize, down)):
+        for name, value in want.values.items():
+            _assert_close(f"{name} after maximize on L vs minimize on -L", got.values[name],
+                          value, maximize)
 
 
 optimizer_properties(test_zero_grad_then_step_changes_nothing, test_maximize_equals_minimizing_the_negation)
