@@ -215,7 +215,8 @@ def update(p, g):  # the whole of it, without an optimizer
 
 p, g = torch.zeros((), dtype=torch.float64), torch.ones((), dtype=torch.float64)
 torch.compile(update, backend="aot_eager")(p, g)
-print(p.item())   # 0.0; eager: 1.0. float32 or shape (1,): 1.0; returning p.add_(g): 1.0
+print(p.item())   # 0.0; eager: 1.0. float32 or shape (1,): 1.0; returning p.add_(g): 1.0;
+# TENSORIFY_PYTHON_SCALARS=0 in the environment (Dynamo's tensorify pass off): 1.0
 """,
     name="compiled step skips 0-d float64 params",
     diverges=Diverges(at=(Step,), fields=("values",), dtypes=("float64",), shapes=((),)),
