@@ -129,7 +129,10 @@ class Diverges:
     it this deviation: a bare "grads" would take every wrong gradient for it), with these
     errors on each side (``ANY``: any;
     None: no error) and, if given, only in params of ``dtypes`` and of ``shapes`` (``((),)``:
-    0-d params only). ``crash=True`` describes an
+    0-d params only), with every one of its differences described by the regular expression
+    ``detail`` (``"NaN in different places"``), and all of them smaller than ``smaller_than``
+    (``max|engine - reference| / max(1, max|reference|)``: a rounding-sized difference, not
+    any). ``crash=True`` describes an
     engine that crashes (an unclassified exception, or its process dies) at such an
     instruction instead, and ``message``, if given, is a regular expression its crash's message
     must contain (``re.search``): one crash told from another at the same instruction.
@@ -150,6 +153,8 @@ class Diverges:
     reference_error: Any = ANY
     dtypes: tuple[str, ...] = ()
     shapes: tuple[tuple[int, ...], ...] = ()
+    detail: str = ""
+    smaller_than: float | None = None
     crash: bool = False
     message: str = ""
 
@@ -157,11 +162,12 @@ class Diverges:
         if self.message and not self.crash:
             raise ValueError(f"Diverges(message={self.message!r}) describes a crash's message: "
                              "give crash=True with it")
-        try:
-            re.compile(self.message)
-        except re.error as error:
-            raise ValueError(f"Diverges(message={self.message!r}) is not a regular expression: "
-                             f"{error}") from None
+        for name, pattern in (("message", self.message), ("detail", self.detail)):
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"Diverges({name}={pattern!r}) is not a regular expression: "
+                                 f"{error}") from None
 
     def describe(self) -> str:
         """The fields given, as a report shows them: ``at=Step, fields=values``."""
@@ -175,6 +181,10 @@ class Diverges:
                             ("reference_error", self.reference_error)):
             if error is not ANY:
                 parts.append(f"{name}={getattr(error, 'name', error)}")
+        if self.detail:
+            parts.append(f"detail=/{self.detail}/")
+        if self.smaller_than is not None:
+            parts.append(f"smaller than {self.smaller_than:g}")
         if self.crash:
             parts.append("crash" + (f" saying /{self.message}/" if self.message else ""))
         return ", ".join(parts) or "any divergence"
@@ -206,6 +216,10 @@ class Diverges:
         if self.reference_error is not ANY and found.reference_error != self.reference_error:
             return False
         if self.shapes and not found.shapes <= set(self.shapes):
+            return False
+        if self.detail and not all(re.search(self.detail, problem) for problem in found.problems):
+            return False
+        if self.smaller_than is not None and not found.largest < self.smaller_than:
             return False
         return not self.dtypes or found.dtypes <= set(self.dtypes)
 
@@ -252,7 +266,9 @@ class KnownDeviation:
     """How the deviation shows (preferred over ``applies``): runs whose first divergence it
     matches are set aside in every other property, and a witness is an expected failure only
     when its failure matches it — any other divergence fails, in the witness too. ``applies``
-    remains for what a divergence cannot describe; reports call such a deviation syntactic."""
+    remains for what a divergence cannot describe, and reports name it as a predicate. Given
+    both, a run shows the deviation where its divergence matches and the predicate holds too:
+    the predicate narrows the divergence (say, to Adam's steps)."""
     """``applies(program, engine_trace)``: True where this deviation shows in a run. When the
     engine crashed (:class:`~conformance.errors.EngineCrash`), ``engine_trace`` is the part
     before the crash, and the crashing instruction is ``program.instructions[len(trace) - 1]``."""
@@ -275,6 +291,10 @@ class KnownDeviation:
     def matched_by(self) -> str:
         """How the suite tells a run that shows this deviation, as reports say it."""
         local = "; local: excused at the steps it describes" if self.local else ""
+        if self.diverges is not None and self.applies is not None:
+            name = getattr(self.applies, "__name__", "predicate")
+            return (f"its divergence ({self.diverges.describe()}) where the predicate "
+                    f"`{name}` holds too{local}")
         if self.diverges is not None:
             return f"its divergence ({self.diverges.describe()}){local}"
         if self.applies is not None:

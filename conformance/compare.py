@@ -55,6 +55,11 @@ class FoundDivergence:
     """The names of the params whose values or grads differ there."""
     shapes: frozenset[tuple[int, ...]] = frozenset()
     """The shapes of the params whose values or grads differ there."""
+    largest: float = float("inf")
+    """The largest of those differences, as ``max|engine - reference| / max(1,
+    max|reference|)`` (``tolerance.scaled_difference``); infinite where one is not a distance
+    (NaN or infinity in other places, another shape, a grad on one side only) or the
+    divergence is in something else (an error, an identity)."""
 
 
 EXCUSED: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
@@ -252,6 +257,7 @@ def _compute_first(program: Program, actual: Sequence[Observation],
         if found:
             names = frozenset(name for _, name, _ in found if name in params)
             return position, FoundDivergence(
+                largest=_largest(found, got, want),
                 index=want.index,
                 fields=frozenset(field for field, _, _ in found),
                 engine_error=got.error,
@@ -262,6 +268,21 @@ def _compute_first(program: Program, actual: Sequence[Observation],
                 shapes=frozenset(params[name].shape for name in names),
             )
     return None
+
+
+def _largest(found: list[tuple[str, str | None, str]], got: Observation,
+             want: Observation) -> float:
+    largest = 0.0
+    for field, name, _ in found:
+        if field not in ("values", "grads") or name is None:
+            return float("inf")
+        side = "values" if field == "values" else "grads"
+        a, e = getattr(got, side)[name], getattr(want, side)[name]
+        distance = None if a is None or e is None else scaled_difference(a, e)
+        if distance is None:
+            return float("inf")
+        largest = max(largest, distance)
+    return largest
 
 
 def _has_history(program: Program) -> bool:

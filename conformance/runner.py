@@ -116,14 +116,13 @@ def deviation_showing(
         for deviation in engine.known_deviations:
             if deviation.witnessed_by(current):
                 continue
-            if deviation.diverges is not None:
-                shows = shows_deviation(deviation, program, trace, crashed=crashed,
-                                        message=message, compared=compared)
-            elif deviation.applies is not None:
-                shows = deviation.applies(program, trace)
-            else:
+            if deviation.diverges is None and deviation.applies is None:
                 continue
-            if shows:
+            if deviation.diverges is not None and not shows_deviation(
+                    deviation, program, trace, crashed=crashed, message=message,
+                    compared=compared):
+                continue
+            if deviation.applies is None or deviation.applies(program, trace):
                 return deviation
     finally:
         _COMPARED_TO_THE_END.reset(token)
@@ -160,9 +159,9 @@ def excuse_local_deviations(engine: AnyEngine, program: Program, actual: list[Ob
 
 def _shows_here(deviation: KnownDeviation, program: Program, trace: list[Observation],
                 found: FoundDivergence) -> bool:
-    if deviation.diverges is not None:
-        return deviation.diverges.matches(program, found, None)
-    return deviation.applies is not None and deviation.applies(program, trace)
+    if deviation.diverges is not None and not deviation.diverges.matches(program, found, None):
+        return False
+    return deviation.applies is None or deviation.applies(program, trace)
 
 
 def shows_deviation(deviation: KnownDeviation, program: Program, trace: list[Observation],

@@ -266,3 +266,25 @@ def test_a_law_that_holds_is_never_set_aside_and_one_that_fails_is_where_a_devia
         _as_property(ELSEWHERE, fails(NotLocal()))
     with pytest.raises(AssertionError, match="p1 moved"):  # no deviation shows in torch's run
         _as_property(ELSEWHERE, fails(TorchEngine()))
+
+
+def test_a_divergence_is_told_by_its_detail_and_its_size():
+    """``detail`` must describe every difference, and ``smaller_than`` bounds them: a
+    rounding-sized difference is not any difference."""
+    from conformance.compare import FoundDivergence
+
+    def found(problem: str, largest: float) -> FoundDivergence:
+        return FoundDivergence(index=4, fields=frozenset({"values"}), engine_error=None,
+                               reference_error=None, dtypes=frozenset({"float64"}),
+                               problems=(problem,), params=frozenset({"p1"}),
+                               shapes=frozenset({(2,)}), largest=largest)
+
+    nan = Diverges(at=(Step,), fields=("values",), detail="NaN in different places")
+    small = Diverges(at=(Step,), fields=("values",), smaller_than=1e-3)
+    assert nan.matches(_program(), found("p1: NaN in different places", float("inf")), None)
+    assert not nan.matches(_program(), found("p1: max |difference| 1e-06 > ...", 1e-6), None)
+    assert small.matches(_program(), found("p1: max |difference| 1e-06 > ...", 1e-6), None)
+    assert not small.matches(_program(), found("p1: max |difference| 0.5 > ...", 0.5), None)
+    assert not small.matches(_program(), found("p1: NaN in different places", float("inf")), None)
+    with pytest.raises(ValueError, match="detail="):
+        Diverges(detail="(")

@@ -218,7 +218,9 @@ f(torch.empty((0,), dtype=torch.float64), empty)
 )
 
 STEP_0D_FLOAT64_LOST = KnownDeviation(
-    property=("retain_graph::test_step_between_backwards",),
+    # its ci runs: 34 of sgd::test_hyperparameter[momentum]'s 120 programs step a 0-d float64
+    # param (retain_graph::test_step_between_backwards, the first witness, drew none)
+    property=("sgd::test_hyperparameter[momentum]",),
     reason=(
         "a compiled function that returns nothing and updates a 0-d float64 tensor it is "
         "given in place with another 0-d float64 tensor (param.add_(grad), as every "
@@ -252,8 +254,7 @@ print(p.item())   # 0.0; eager: 1.0. float32 or shape (1,): 1.0; returning p.add
 
 
 COMPILED_ADAM_FLOAT32_BIAS_CORRECTION = KnownDeviation(
-    property=("training_loops::test_many_steps_without_zero_grad",
-              "training_loops::test_minibatch_gradient_accumulation"),
+    property=("training_loops::test_many_steps_without_zero_grad",),
     reason=(
         "Dynamo traces every optimizer param group with capturable=True (torch/_dynamo/"
         "variables/optimizer.py, _set_capturable), so a compiled Adam/AdamW step runs the "
@@ -290,6 +291,39 @@ print(run(True))   # (-0.29999797688187846, torch.float32): 6.7e-6 relative
 )
 
 
+def _adam_step(program: Any, trace: Any) -> bool:
+    """The run's first difference (past those excused) is right after a step of an Adam or
+    AdamW optimizer (the last one made before it)."""
+    from conformance.compare import divergence
+    from conformance.program import MakeOptimizer
+    from conformance.runner import reference_trace
+
+    found = divergence(program, trace, reference_trace(program))
+    if found is None or not found.index:
+        return False
+    makes = [i for i in program.instructions[:found.index - 1] if isinstance(i, MakeOptimizer)]
+    return bool(makes) and makes[-1].kind in ("adam", "adamw")
+
+
+COMPILED_ADAM_FLOAT32_BIAS_CORRECTION_STEP = KnownDeviation(
+    property=("adam::test_hyperparameter[weight_decay-adamw]",),
+    reason=(
+        "the float32 bias corrections of a compiled Adam/AdamW step (the capturable branch; see "
+        "'compiled Adam bias correction in float32') make each step of a float64 param differ "
+        "from eager's by up to ~1e-5 of the step, past float64's per-instruction tolerance: a "
+        "float32-sized difference, where a float32 param's stays inside its own"
+    ),
+    evidence=COMPILED_ADAM_FLOAT32_BIAS_CORRECTION.evidence,
+    name="compiled Adam bias correction in float32, per step",
+    # at most 1e-3 of max(1, |param|): the bias corrections' float32 error (1.3e-5 of
+    # 1 - beta2 ** t at beta2 = 0.999, more as beta2 nears 1) times a step of at most a few lr
+    # (lr <= 1): a larger difference after an Adam step is something else
+    diverges=Diverges(at=(Step,), fields=("values",), dtypes=("float64",), smaller_than=1e-3),
+    applies=_adam_step,
+    local=True,
+)
+
+
 COMPILED_ADAM_ZERO_LR_NAN = KnownDeviation(
     property=("adam::test_hyperparameter[eps-adam]",),
     reason=(
@@ -313,7 +347,7 @@ for compiled in (False, True):
 # compiled [nan, nan]; with eps=1e-8 (the default), or lr=0.1: no NaN
 """,
     name="compiled Adam NaN at lr=0, eps=0",
-    diverges=Diverges(at=(Step,), fields=("values",)),
+    diverges=Diverges(at=(Step,), fields=("values",), detail="NaN in different places"),
     local=True,
 )
 
@@ -549,6 +583,7 @@ class TorchCompileStepEngine(TorchEngine):
         STEP_0D_FLOAT64_LOST,
         COMPILED_ADAM_ZERO_LR_NAN,
         COMPILED_ADAM_FLOAT32_BIAS_CORRECTION,
+        COMPILED_ADAM_FLOAT32_BIAS_CORRECTION_STEP,
         COMPILED_SGD_SPECULATION_DIVERGES,
     )
 
