@@ -46,6 +46,7 @@ FEATURES: frozenset[str] = frozenset(
     | {
         "param_groups",  # more than one param group in one optimizer
         "backward_gradient",  # backward(gradient=...) on a non-scalar output
+        "backward_one_element",  # loss.backward() on a loss of shape (1,) or (1, 1), as torch
         "set_hyperparameter",  # changing param_groups[i][key] between steps
         "zero_grad_keep",  # zero_grad(set_to_none=False)
         "index:bool_mask",  # x[mask] with a boolean mask
@@ -99,6 +100,11 @@ class Capabilities:
     @property
     def ops(self) -> frozenset[str]:
         return frozenset(op for op in ALL_OPS if self.supports(f"op:{op}"))
+
+    @property
+    def one_element_losses(self) -> bool:
+        """Whether a loss may have shape (1,) or (1, 1) for a backward without a gradient."""
+        return self.supports("backward_one_element")
 
     @property
     def bool_masks(self) -> bool:

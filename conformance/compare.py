@@ -60,6 +60,9 @@ class FoundDivergence:
     max|reference|)`` (``tolerance.scaled_difference``); infinite where one is not a distance
     (NaN or infinity in other places, another shape, a grad on one side only) or the
     divergence is in something else (an error, an identity)."""
+    parts: tuple[FoundDivergence, ...] = ()
+    """Where it is in the values or grads of several params and nothing else: the
+    difference of each param alone (a step can show two findings at once, one per param)."""
 
 
 EXCUSED: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
@@ -256,7 +259,20 @@ def _compute_first(program: Program, actual: Sequence[Observation],
         found = _mismatches(got, want, tolerance, history)
         if found:
             names = frozenset(name for _, name, _ in found if name in params)
+            parts: tuple[FoundDivergence, ...] = ()
+            if len(names) > 1 and all(name in params for _, name, _ in found):
+                parts = tuple(
+                    FoundDivergence(
+                        index=want.index,
+                        fields=frozenset(field for field, n, _ in found if n == name),
+                        engine_error=got.error, reference_error=want.error,
+                        dtypes=frozenset({str(params[name].dtype)}),
+                        problems=tuple(text for _, n, text in found if n == name),
+                        params=frozenset({name}), shapes=frozenset({params[name].shape}),
+                        largest=_largest([f for f in found if f[1] == name], got, want))
+                    for name in sorted(names))
             return position, FoundDivergence(
+                parts=parts,
                 largest=_largest(found, got, want),
                 index=want.index,
                 fields=frozenset(field for field, _, _ in found),

@@ -15,6 +15,7 @@ the value is exact (``conformance.properties.test_conventions``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -200,8 +201,10 @@ class _Builder:
     def __init__(
         self, draw: Draw, loss: str, inputs: Sequence[_Value], ops: Sequence[str],
         dtypes: Sequence[np.dtype], masks: bool, available: Collection[str],
+        one_element_losses: bool = True,
     ) -> None:
         self.draw = draw
+        self.one_element_losses = one_element_losses
         self.masks = masks
         self.loss = loss
         self.ops = ops
@@ -560,15 +563,18 @@ class _Builder:
                 total = self.emit(combine, [total, term])
         if not self.can("reshape"):
             return self.rename_last(self.loss)
-        final_shape = choose(draw, LOSS_SHAPES)
+        final_shape = choose(draw, LOSS_SHAPES) if self.one_element_losses else ()
         return self.emit("reshape", [total], {"shape": final_shape}, name=self.loss)
 
     def finish_tensor(self) -> _Value:
         """The loss is the newest value, as it is (any shape), through a no-op view (or, for an
         engine without reshape, the newest node renamed)."""
         last = self.pool[-1]
+        shape = last.shape
+        if not self.one_element_losses and shape and math.prod(shape) == 1:
+            shape = ()  # the engine's backward() takes a one-element loss only as 0-d
         if self.can("reshape"):
-            return self.emit("reshape", [last], {"shape": last.shape}, name=self.loss)
+            return self.emit("reshape", [last], {"shape": shape}, name=self.loss)
         if not self.nodes or self.nodes[-1].out != last.name:
             raise InvalidArgument("a non-scalar loss needs at least one op, or reshape")
         return self.rename_last(self.loss)
@@ -614,6 +620,7 @@ def forwards(
     masks: bool = True,
     available: Collection[str] | None = None,
     positive_params: bool = False,
+    one_element_losses: bool = True,
 ) -> GraphInfo:
     """A :class:`Forward` building ``loss`` from a drawn, non-empty subset of ``params``.
 
@@ -624,6 +631,9 @@ def forwards(
     indexing. ``positive_params``: a param whose values are all positive serves as a positive
     operand as it is (no ``abs(x) + c`` in front of log, sqrt, div and pow), for properties
     about one op alone; only where the forward runs on the params' initial values.
+    ``one_element_losses=False``: no loss of shape (1,) or (1, 1) (a scalar one is 0-d; one of
+    any shape that has one element is reshaped to 0-d), for an engine whose ``backward()``
+    without a gradient takes 0-d losses only.
     """
     if not params:
         raise ValueError("forwards() needs at least one param")
@@ -641,7 +651,7 @@ def forwards(
                      positive=positive_params and bool((p.value > 0).all()))
               for p in chosen]
     glue = ALL_OPS if available is None else frozenset(available)
-    builder = _Builder(draw, loss, inputs, op_names, dtype_list, masks, glue)
+    builder = _Builder(draw, loss, inputs, op_names, dtype_list, masks, glue, one_element_losses)
     if op_names:
         # A list, not a count and a loop: Hypothesis's lists run long (most graphs get near
         # max_ops ops, which is what makes saved tensors, views and ties common) and shrink

@@ -130,31 +130,49 @@ def deviation_showing(
 
 
 def excuse_local_deviations(engine: AnyEngine, program: Program, actual: list[Observation],
-                            expected: list[Observation]) -> dict[int, str]:
-    """The observations (index: the deviation's label) where the run differs from the
-    reference only as a local known deviation of the engine describes
+                            expected: list[Observation]) -> dict[int, tuple[str, ...]]:
+    """The observations (index: the labels of the deviations that excuse it) where the run
+    differs from the reference only as local known deviations of the engine describe
     (``KnownDeviation.local``): walking its differences in order, each one in param values
-    right after a step or update that such a deviation matches is excused, and the walk goes
-    on to the next; it stops at the first difference none describes (what the run is then
-    judged by). Not in a deviation's own witnesses, and not outside the suite's properties."""
+    right after a step or update that such a deviation matches is excused (one that is in
+    several params, where each param's difference alone matches one: two findings at one
+    step), and the walk goes on to the next; it stops at the first difference none describes
+    (what the run is then judged by). Not in a deviation's own witnesses, and not outside the
+    suite's properties."""
     current = CURRENT_PROPERTY.get()
     if current is None or not currently_in_test_context():
         return {}
     local = [d for d in engine.known_deviations if d.local and not d.witnessed_by(current)]
-    excused: dict[int, str] = {}
+    excused: dict[int, tuple[str, ...]] = {}
     while local:
         token = EXCUSED.set(frozenset(excused))
         try:
             found = divergence(program, actual, expected)
             if found is None or not excusable(program, found):
                 break
-            deviation = next((d for d in local if _shows_here(d, program, actual, found)), None)
+            labels = _excusing(local, program, actual, found)
         finally:
             EXCUSED.reset(token)
-        if deviation is None:
+        if not labels:
             break
-        excused[found.index] = deviation.label
+        excused[found.index] = labels
     return excused
+
+
+def _excusing(local: list[KnownDeviation], program: Program, trace: list[Observation],
+              found: FoundDivergence) -> tuple[str, ...]:
+    """The labels of the local deviations that describe ``found``: one for the whole, or one
+    for each param's part of it; empty where they do not."""
+    whole = next((d for d in local if _shows_here(d, program, trace, found)), None)
+    if whole is not None:
+        return (whole.label,)
+    labels = []
+    for part in found.parts:
+        deviation = next((d for d in local if _shows_here(d, program, trace, part)), None)
+        if deviation is None:
+            return ()
+        labels.append(deviation.label)
+    return tuple(sorted(set(labels)))
 
 
 def _shows_here(deviation: KnownDeviation, program: Program, trace: list[Observation],
@@ -363,7 +381,7 @@ def check_against_reference(engine: AnyEngine, program: Program) -> list[Observa
                                functional=isinstance(engine, FunctionalEngine))
     excused = excuse_local_deviations(engine, program, actual, expected)
     compared = engine.capabilities.supports("steps_at_param_precision") and not excused
-    labels = set(excused.values())
+    labels = {label for names in excused.values() for label in names}
     token = EXCUSED.set(frozenset(excused))
     try:
         if divergence(program, actual, expected) is not None:

@@ -288,3 +288,27 @@ def test_a_divergence_is_told_by_its_detail_and_its_size():
     assert not small.matches(_program(), found("p1: NaN in different places", float("inf")), None)
     with pytest.raises(ValueError, match="detail="):
         Diverges(detail="(")
+
+
+def test_one_step_showing_two_local_deviations_in_two_params_is_excused_by_both():
+    """A step where the 0-d param is not stepped and the other moves a little too far: each
+    param's difference alone is one finding, and together they excuse the step."""
+
+    class AlsoOvershoots(Skips0D):
+        known_deviations: ClassVar = (SKIPS_0D, KnownDeviation(
+            property="sgd::test_param_groups", reason="a step 1e-6 too long",
+            name="overshoots", diverges=Diverges(at=(Step,), fields=("values",),
+                                                 shapes=((2,),), smaller_than=1e-3),
+            local=True))
+
+        def step(self, optimizer: Any) -> None:
+            before = {p: p.detach().clone() for group in optimizer.param_groups
+                      for p in group["params"] if p.dim() > 0}
+            super().step(optimizer)
+            with torch.no_grad():
+                for p, value in before.items():
+                    p.add_((p - value) * 1e-6)
+
+    tally = _check(AlsoOvershoots(), _program(), ELSEWHERE)
+    assert tally.checked_past == {SKIPS_0D.label: 1, "overshoots": 1}
+    assert not tally.set_aside
