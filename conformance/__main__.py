@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                      "label": d.label, "matched_by": d.matched_by}
                     for d in engine.known_deviations],
         end_comparison=engine.capabilities.unsupported.get("steps_at_param_precision", ""),
+        capability_gaps=dict(engine.capabilities.unsupported),
     )
     ids = {r.id for r in report.results} | {r.id.split("[")[0] for r in report.results}
     if not {"-k", "-m"} & set(extra):  # a selected subset would make every other entry look stale

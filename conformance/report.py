@@ -96,6 +96,9 @@ class Report:
     runtime_s: float = 0.0
     interrupted: bool = False
     """The run was interrupted (Ctrl-C): the results are those of the properties that ran."""
+    capability_gaps: dict[str, str] = field(default_factory=dict)
+    """What the engine declared unsupported (``Capabilities.unsupported``), with its reasons:
+    never drawn, and the properties that need it skipped."""
     end_comparison: str = ""
     """Why the end of each run was not compared with the reference's own run (the engine
     declared ``steps_at_param_precision`` unsupported); empty where it was."""
@@ -190,6 +193,11 @@ class Report:
                       "Programs that killed the engine's process or ran past the time limit "
                       "(the failure message holds the shrunk program as a torch script):", ""]
             lines += [f"- `{r.id}` ({r.verdict}): {r.crash}" for r in self.crashes()]
+        if self.capability_gaps:
+            lines += ["", "## Declared capability gaps", "",
+                      "Never drawn for this engine; a property that needs one is skipped "
+                      "(unsupported):", ""]
+            lines += [f"- `{name}`: {reason}" for name, reason in sorted(self.capability_gaps.items())]
         if self.stale_deviations:
             lines += ["", "Known deviations that match no property:", ""]
             lines += [f"- `{pid}`" for pid in self.stale_deviations]

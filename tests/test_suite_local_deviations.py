@@ -312,3 +312,13 @@ def test_one_step_showing_two_local_deviations_in_two_params_is_excused_by_both(
     tally = _check(AlsoOvershoots(), _program(), ELSEWHERE)
     assert tally.checked_past == {SKIPS_0D.label: 1, "overshoots": 1}
     assert not tally.set_aside
+
+
+def test_reports_list_the_declared_capability_gaps():
+    """A gap narrows what is drawn without skipping a property (``step_0d_param``,
+    ``backward_one_element``): the report still says it."""
+    report = Report("e", "1", "ci", "0", {},
+                    capability_gaps={"backward_one_element": "0-d losses only"})
+    assert "- `backward_one_element`: 0-d losses only" in report.to_markdown()
+    assert Report.from_json(report.to_json()).capability_gaps == {
+        "backward_one_element": "0-d losses only"}

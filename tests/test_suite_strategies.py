@@ -553,3 +553,24 @@ def test_choice_helpers_draw_directly_inside_a_composite_and_through_any_other_d
     _check_helper_draws(data.draw(direct()))
     assert choices._conjecture(data.draw) is None
     _check_helper_draws(_helper_draws(data.draw))
+
+
+def test_no_one_element_loss_where_the_engine_takes_only_0d_ones():
+    """Declare backward_one_element unsupported: no loss of shape (1,) or (1, 1), scalar or
+    not (a one-element tensor loss is reshaped to 0-d); with the feature, both kinds occur."""
+    caps = Capabilities(unsupported={"backward_one_element": "declared unsupported by this test"})
+    shapes: dict[bool, list[tuple[int, ...]]] = {True: [], False: []}
+
+    @settings(max_examples=300, database=None, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data(), st.booleans())
+    def collect(data, scalar):
+        for capabilities, supported in ((caps, False), (CAPS, True)):
+            params = data.draw(cs.params(capabilities))
+            info = data.draw(cs.graphs(capabilities, loss="loss", params=params, scalar=scalar))
+            shapes[supported].append(info.shape)
+
+    collect()
+    one_element = [s for s in shapes[False] if s != () and int(np.prod(s)) == 1]
+    assert not one_element, one_element
+    assert {(1,), (1, 1)} & set(shapes[True])

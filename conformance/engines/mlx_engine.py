@@ -335,29 +335,6 @@ def _adam_stepped_without_grad(program: Any, trace: Any) -> bool:
     return False
 
 
-ONE_ELEMENT_LOSS = KnownDeviation(
-    property="backward_errors::test_implicit_gradient_needs_a_scalar",
-    reason=(
-        "mx.grad takes a 0-d loss only: a loss of shape (1,) or (1, 1) raises ValueError "
-        "'[vjp] Output shape (1) does not match cotangent shape ()', where torch's backward() "
-        "accepts any one-element loss"
-    ),
-    evidence="""\
-import mlx.core as mx
-x = mx.array([1.0, 2.0])
-try:
-    mx.grad(lambda a: a.sum().reshape(1))(x)   # torch: x.sum().reshape(1).backward() -> x.grad == [1., 1.]
-except ValueError as error:
-    print("ValueError:", error)
-# ValueError: [vjp] Output shape (1) does not match cotangent shape (). If you are using grad
-# your function must return a scalar.
-print(mx.grad(lambda a: a.sum())(x))           # a 0-d loss: array([1, 1], dtype=float32)
-""",
-    name="one-element loss refused by mx.grad",
-    diverges=Diverges(at=(Backward,), fields=("error", "grads"),
-                      engine_error=ErrorKind.NON_SCALAR_BACKWARD, reference_error=None),
-)
-
 FLOAT64_EXP = KnownDeviation(
     property=("conventions::test_convention[exp]", "conventions::test_convention[sigmoid]"),
     reason=(
@@ -662,7 +639,6 @@ print(nn.losses.mse_loss(logits, logits * 0))  # array(1.315, dtype=float32): 'm
 
 
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
-    ONE_ELEMENT_LOSS,
     FLOAT64_EXP,
     CLIP_BOUNDS_EXCLUSIVE,
     DIM_REDUCTION_TIES,
@@ -689,6 +665,10 @@ class MLXEngine(FunctionalEngine):
         "hyper:adam:weight_decay": "mlx.optimizers.Adam(learning_rate, betas, eps, "
                                    "bias_correction) has no weight_decay (torch's L2 term "
                                    "g + wd * p); AdamW's decoupled decay is another algorithm",
+        "backward_one_element": "mx.grad takes a 0-d loss only: one of shape (1,) or (1, 1) "
+                                "raises ValueError ('[vjp] Output shape (1) does not match "
+                                "cotangent shape ()'), where torch's backward() accepts any "
+                                "one-element loss (docs/engines/mlx.md)",
         "index:bool_mask": "MLX has no boolean-mask indexing: x[mx.array([True, False, True])] "
                            "raises ValueError 'boolean indices are not yet supported' (an "
                            "output shape that depends on values)",

@@ -454,26 +454,6 @@ def _step_fails_with(failure: str) -> Callable[[Program, Trace], bool]:
     return predicate
 
 
-ONE_ELEMENT_LOSS = KnownDeviation(
-    property="backward_errors::test_implicit_gradient_needs_a_scalar",
-    reason=(
-        "backward() without a gradient needs a loss of shape () exactly: a one-element loss of "
-        "shape (1,) or (1, 1) raises AssertionError ('when no gradient is provided, backward "
-        "must be called on a scalar tensor'), where torch accepts it"
-    ),
-    evidence="""\
-from tinygrad import Tensor
-x = Tensor([1.0, 2.0])
-try:
-    x.sum().reshape((1,)).backward()
-except AssertionError as error:
-    print("AssertionError:", error)
-# torch: x.sum().reshape((1,)).backward() works; x.grad == tensor([1., 1.])
-""",
-    diverges=Diverges(at=(Backward,), fields=("error", "grads"),
-                      engine_error=ErrorKind.NON_SCALAR_BACKWARD, reference_error=None),
-)
-
 NEVER_FREES = KnownDeviation(
     property=(
         "retain_graph::test_repeated_backward_raises_like_torch",
@@ -994,7 +974,7 @@ print(p.grad.numpy())          # [[nan, nan], [0, 1]]; torch: [[1, 0], [0, 1]]
 
 
 KNOWN_DEVIATIONS: tuple[KnownDeviation, ...] = (
-    ONE_ELEMENT_LOSS, NEVER_FREES, STEP_CHANGES_LAZY_RESULTS, DIM_REDUCTION_TIES,
+    NEVER_FREES, STEP_CHANGES_LAZY_RESULTS, DIM_REDUCTION_TIES,
     POW_AT_NEGATIVE_ZERO, WRONG_GRADIENT_WRITES_GRADS, NO_REQUIRES_GRAD, LIST_INDEX_UNCHECKED,
     HYPERPARAMETERS_UNCHECKED, SGD_PARAMS_UNCHECKED, STEP_STATE_DIFFERS, MOMENTUM_SWITCHED_ON,
     FLOAT64_BACKWARD_KERNEL, ASSIGN_CYCLE, TANH_NEAR_ZERO, POWER_OF_A_POWER, ZERO_D_PROMOTES,
@@ -1054,6 +1034,11 @@ class TinygradEngine(Engine):
                            "IndexError ('index dtype dtypes.bool is not supported') and "
                            "x[[True, False]] IndexError ('contains non-int element')",
         "create_graph": "Tensor.backward(gradient) has no create_graph argument",
+        "backward_one_element": "backward() without a gradient takes a loss of shape () only: "
+                                "one of shape (1,) or (1, 1) raises AssertionError ('when no "
+                                "gradient is provided, backward must be called on a scalar "
+                                "tensor'), where torch accepts any one-element loss "
+                                "(docs/engines/tinygrad.md)",
         **_LOSSES_UNSUPPORTED,
         "update_data": "tinygrad has no .data tensor (Tensor.data() is a memoryview of the "
                        "realized buffer) and no version counter: its one in-place update is "
