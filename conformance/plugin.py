@@ -341,7 +341,7 @@ def _check_witness(item: pytest.Item, failure: BaseException) -> None:
 
     if isinstance(failure, Divergence) and failure.found is not None:
         program = getattr(failure, "program", None)
-        if program is not None and deviation.diverges.matches(program, failure.found, None):
+        if program is not None and _witnessed(item, deviation, program, failure.found):
             return
     elif isinstance(failure, EngineCrash) and failure.program is not None:
         crashed = crashed_at(failure.program, failure.trace)
@@ -351,6 +351,21 @@ def _check_witness(item: pytest.Item, failure: BaseException) -> None:
         f"the witness of known deviation {deviation.label!r} failed in a way the deviation "
         f"does not describe ({deviation.diverges}): a second, unrecorded difference"
     ) from failure
+
+
+def _witnessed(item: pytest.Item, deviation: Any, program: Any, found: Any) -> bool:
+    """Whether a witness's divergence is its deviation's: as a whole, or, where it is in
+    several params (one step showing two findings), each param's part is either the
+    deviation's or one of the engine's other local deviations', and one part is the
+    deviation's."""
+    if deviation.diverges.matches(program, found, None):
+        return True
+    others = [d.diverges for d in engine_of(item.config).known_deviations
+              if d.local and d is not deviation and d.diverges is not None]
+    own = [deviation.diverges.matches(program, part, None) for part in found.parts]
+    return any(own) and all(
+        mine or any(other.matches(program, part, None) for other in others)
+        for mine, part in zip(own, found.parts, strict=True))
 
 
 def _worker_crashes(failure: BaseException) -> list[isolation.WorkerCrash]:
