@@ -63,7 +63,8 @@ def test_vjp_with_cotangent_is_backward_with_gradient(engine):
 
 def test_vjp_errors_are_classified(engine):
     """A (1,)-shaped loss without cotangent is refused by mx.grad (the declared gap
-    backward_one_element: torch's backward accepts it); a cotangent of the wrong shape is torch's shape error."""
+    backward_one_element: torch's backward accepts it); a cotangent of the wrong shape is
+    torch's shape error."""
     x = engine.array(np.array([1.0, 2.0], dtype=np.float32))
 
     def one_element(arrays):
