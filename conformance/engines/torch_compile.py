@@ -301,15 +301,26 @@ print(run(True))   # (-0.29999797688187846, torch.float32): 6.7e-6 relative
 )
 
 
-def _adam_step(program: Any, trace: Any) -> bool:
-    """The run's first difference (past those excused) is right after a step of an Adam or
-    AdamW optimizer (the last one made before it)."""
+def _difference_after_a_step(program: Any, trace: Any) -> Any:
+    """The run's first difference from the reference (past those excused), where it is right
+    after a ``Step``; else None. What the step predicates below narrow."""
     from conformance.compare import divergence
-    from conformance.program import MakeOptimizer
     from conformance.runner import reference_trace
 
     found = divergence(program, trace, reference_trace(program))
-    if found is None or not found.index:
+    if found is None or not found.index or not isinstance(
+            program.instructions[found.index - 1], Step):
+        return None
+    return found
+
+
+def _adam_step(program: Any, trace: Any) -> bool:
+    """The run's first difference (past those excused) is right after a step of an Adam or
+    AdamW optimizer (the last one made before it)."""
+    from conformance.program import MakeOptimizer
+
+    found = _difference_after_a_step(program, trace)
+    if found is None:
         return False
     makes = [i for i in program.instructions[:found.index - 1] if isinstance(i, MakeOptimizer)]
     return bool(makes) and makes[-1].kind in ("adam", "adamw")
@@ -334,18 +345,15 @@ COMPILED_ADAM_FLOAT32_BIAS_CORRECTION_STEP = KnownDeviation(
 )
 
 
-
 def _momentum_after_a_group_without(program: Any, trace: Any) -> bool:
     """The run's first difference (past those excused) is right after a step of an SGD
     optimizer, in the values of params that are all in groups with momentum that come after
     a group without a momentum buffer to use: one with momentum 0, or one with a param whose
     grad is None at that step (the groups as the program has built and changed them)."""
-    from conformance.compare import divergence
     from conformance.program import AddParamGroup, MakeOptimizer, SetHyperparameter
-    from conformance.runner import reference_trace
 
-    found = divergence(program, trace, reference_trace(program))
-    if found is None or not found.index or found.fields != {"values"}:
+    found = _difference_after_a_step(program, trace)
+    if found is None or found.fields != {"values"}:
         return False
     kind, default, groups = None, 0.0, []  # groups: (params, momentum) each
     for instruction in program.instructions[:found.index - 1]:
