@@ -230,6 +230,12 @@ class Diverges:
         return not self.dtypes or found.dtypes <= set(self.dtypes)
 
 
+LOCAL_FIELDS = ("values", "grads", "grad identity", "error")
+"""What a local known deviation (``KnownDeviation.local``) may describe: differences the
+reference can take from the engine after the instruction and go on from (param values, grads
+and which are None, a grad's identity), and the error a ``backward()`` raised."""
+
+
 @dataclass(frozen=True)
 class KnownDeviation:
     """A behaviour the engine is known to get wrong, run as a strict xfail where it shows.
@@ -259,15 +265,19 @@ class KnownDeviation:
     report says the deviation was not reached, instead of calling it fixed. Where it is
     reached it is checked as any other (a failure that does not match it still fails)."""
     local: bool = False
-    """The deviation is confined to param values right after a step or a user's update: there
-    the reference takes the engine's params and goes on from them (``interpret.run``'s
-    ``follow``), so an instruction it describes says nothing about the next ones. A run that
-    shows it is then not set aside: the instructions it describes are excused
-    (``compare.EXCUSED``) and the run is compared on, to its end, so a second, unrelated
-    difference still fails it (reports count such runs as checked past the deviation). Only a
-    divergence in ``values`` after a ``Step`` or ``Update`` is ever excused; anywhere else a
-    local deviation sets the run aside, as any other. Its end is not compared with the
-    reference's own run (the drift check): that run has the steps the engine got wrong."""
+    """The deviation is confined to the instructions it describes: what differs right after
+    one is state the reference can take from the engine and go on from (param values, grads,
+    a grad's identity; or the error a ``backward()`` raised, whose only effect is on grads:
+    :data:`LOCAL_FIELDS`), so such an instruction says nothing about the next ones. A run that
+    shows it is then not set aside: each instruction it describes is excused
+    (``compare.EXCUSED``), the reference takes the engine's params and grads there
+    (``interpret.run``'s ``adopt``; after a step it takes the params anyway), and the run is
+    compared on, to its end, so a second, unrelated difference still fails it (reports count
+    such runs as checked past the deviation). A difference in anything else (an error outside
+    a backward, a grad's history, grads sharing memory) is never excused: there a local
+    deviation sets the run aside, as any other. Its end is not compared with the reference's
+    own run (the drift check): that run has the instructions the engine got wrong. Needs a
+    ``diverges`` (a predicate alone would excuse any difference in a program it matches)."""
     diverges: Diverges | None = None
     """How the deviation shows (preferred over ``applies``): runs whose first divergence it
     matches are set aside in every other property, and a witness is an expected failure only
@@ -285,13 +295,14 @@ class KnownDeviation:
             raise ValueError(f"KnownDeviation.property: expected '<semantic>::<test name>' or a "
                              f"tuple of them, got {self.property!r}")
         diverges = self.diverges
-        if self.local and diverges is not None and (
-                diverges.crash or set(diverges.fields) != {"values"} or not diverges.at
-                or not all(kind.__name__ in ("Step", "Update") for kind in diverges.at)):
+        stepwise = set(diverges.fields) - {"drift"} if diverges is not None else set()
+        if self.local and (diverges is None or diverges.crash or not diverges.at
+                           or not stepwise or not stepwise <= set(LOCAL_FIELDS)):
             raise ValueError(
-                f"KnownDeviation {self.label!r}: local=True excuses param values after a Step "
-                f"or Update only, and its diverges is {diverges}: give it "
-                "fields=('values',) and at=(Step,), (Update,) or both, or drop local")
+                f"KnownDeviation {self.label!r}: local=True excuses a difference the reference "
+                f"can take from the engine and go on from, and its diverges is {diverges}: "
+                f"give it at=(...) and fields from {LOCAL_FIELDS} (and 'drift', for the "
+                "drift its instructions add up to when each is within rounding), or drop local")
 
     @builtins.property
     def matched_by(self) -> str:

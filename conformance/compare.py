@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from conformance.adapter import LOCAL_FIELDS
 from conformance.errors import ErrorKind
 from conformance.interpret import Observation
 from conformance.program import Backward, Program, Step, Update
@@ -63,6 +64,10 @@ class FoundDivergence:
     parts: tuple[FoundDivergence, ...] = ()
     """Where it is in the values or grads of several params and nothing else: the
     difference of each param alone (a step can show two findings at once, one per param)."""
+    aspects: tuple[FoundDivergence, ...] = ()
+    """Where it is in several of :data:`FIELDS`: the difference in each field alone (a
+    backward can show two findings at once: a missing error, and a grad that is a new
+    object)."""
 
 
 EXCUSED: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
@@ -205,10 +210,26 @@ def divergence(
 
 def excusable(program: Program, found: FoundDivergence) -> bool:
     """Whether a known deviation confined to its instructions (``KnownDeviation.local``) may
-    excuse this difference: it is in param values alone, right after a step or a user's update,
-    where the reference takes the engine's params and goes on from them."""
-    return (found.fields == {"values"} and found.index > 0
-            and isinstance(program.instructions[found.index - 1], (Step, Update)))
+    excuse this difference: it is in what the reference can take from the engine and go on
+    from (:data:`~conformance.adapter.LOCAL_FIELDS`: param values, grads, a grad's identity),
+    or in the error a ``backward()`` raised (a backward changes nothing but grads, and the
+    reference takes those). An error anywhere else leaves state the reference cannot take
+    (an optimizer not built, a step's momentum not kept), as does a grad's history or memory
+    shared between grads."""
+    if found.index == 0 or not found.fields <= set(LOCAL_FIELDS):
+        return False
+    return "error" not in found.fields or isinstance(program.instructions[found.index - 1],
+                                                     Backward)
+
+
+def adopts(program: Program, found: FoundDivergence) -> bool:
+    """Whether the reference must take the engine's state after this excused difference
+    (``interpret.run``'s ``adopt``) for the next instructions to be checked from one state:
+    not where it is in param values after a step or update alone (the reference takes those
+    there anyway) or in a grad's identity alone (judged anew at every observation)."""
+    after = program.instructions[found.index - 1]
+    followed = {"values"} if isinstance(after, (Step, Update)) else set()
+    return bool(found.fields - followed - {"grad identity"})
 
 
 def first_divergence(
@@ -271,8 +292,12 @@ def _compute_first(program: Program, actual: Sequence[Observation],
                         params=frozenset({name}), shapes=frozenset({params[name].shape}),
                         largest=_largest([f for f in found if f[1] == name], got, want))
                     for name in sorted(names))
+            fields = sorted({field for field, _, _ in found})
+            aspects = tuple(_found(position, [f for f in found if f[0] == field], got, want,
+                                   params) for field in fields) if len(fields) > 1 else ()
             return position, FoundDivergence(
                 parts=parts,
+                aspects=aspects,
                 largest=_largest(found, got, want),
                 index=want.index,
                 fields=frozenset(field for field, _, _ in found),
@@ -284,6 +309,19 @@ def _compute_first(program: Program, actual: Sequence[Observation],
                 shapes=frozenset(params[name].shape for name in names),
             )
     return None
+
+
+def _found(position: int, found: list[tuple[str, str | None, str]], got: Observation,
+           want: Observation, params: dict[str, np.ndarray]) -> FoundDivergence:
+    """The divergence of these problems alone (one field's, of a divergence in several)."""
+    names = frozenset(name for _, name, _ in found if name in params)
+    return FoundDivergence(
+        index=want.index, fields=frozenset(field for field, _, _ in found),
+        engine_error=got.error, reference_error=want.error,
+        dtypes=frozenset(str(params[name].dtype) for name in names),
+        problems=tuple(text for _, _, text in found), params=names,
+        shapes=frozenset(params[name].shape for name in names),
+        largest=_largest(found, got, want))
 
 
 def _largest(found: list[tuple[str, str | None, str]], got: Observation,

@@ -85,6 +85,12 @@ class _Optimizing:
         for name, param in self.params.items():
             self.engine.follow(param, observation.values[name])
 
+    def adopt(self, observation: Observation) -> None:
+        """Take the param values and the grads (their values, and which are None) of another
+        engine's observation, whatever either run raised: after an instruction whose difference
+        a local known deviation describes (see :func:`run`'s ``adopt``)."""
+        raise NotImplementedError
+
     def optimize(self, instruction: Instruction) -> bool:
         """Run ``instruction`` if it builds or rebuilds the optimizer; whether it did."""
         if isinstance(instruction, MakeOptimizer):
@@ -187,6 +193,20 @@ class _Machine(_Optimizing):
             grad, value = self.engine.grad(param), observation.grads[name]
             if grad is not None and value is not None:
                 self.engine.follow(grad, value)
+
+    def adopt(self, observation: Observation) -> None:
+        for name, param in self.params.items():
+            self.engine.follow(param, observation.values[name])
+            grad, value = self.engine.grad(param), observation.grads[name]
+            if value is None:
+                if grad is not None:
+                    self.engine.set_grad_none(param)
+            elif grad is None:
+                self.engine.set_grad(param, value)
+            else:
+                self.engine.follow(grad, value)
+            # The grad held now is the one the next observation's identity is judged against.
+            self.last_grads[name] = self.engine.grad(param)
 
     def observe(self, index: int, label: str, error: ErrorKind | None) -> Observation:
         values: dict[str, np.ndarray] = {}
@@ -315,6 +335,12 @@ class _FunctionalMachine(_Optimizing):
             if grad is not None and value is not None:
                 self.grads[name] = self.engine.array(value)
 
+    def adopt(self, observation: Observation) -> None:
+        for name in self.params:
+            self.params[name] = self.engine.array(observation.values[name])
+            value = observation.grads[name]
+            self.grads[name] = None if value is None else self.engine.array(value)
+
     def observe(self, index: int, label: str, error: ErrorKind | None) -> Observation:
         """Params and grads; a functional engine's grads have no identity, history or
         memory shared between params to observe (None, None, none)."""
@@ -330,6 +356,7 @@ def run(
     program: Program,
     *,
     follow: list[Observation] | None = None,
+    adopt: frozenset[int] = frozenset(),
     on_observation: Callable[[Observation], None] | None = None,
 ) -> list[Observation]:
     """Run ``program`` on ``engine``; one observation before and after each instruction.
@@ -350,6 +377,12 @@ def run(
     the step is then checked on identical grads, so an optimizer that normalizes its update
     (Adam: ``m / (sqrt(v) + eps)``) cannot turn a rounding-level grad (``1e-17`` against
     ``0`` after a cancellation) into a full-size step difference.
+
+    ``adopt`` (with ``follow``): the observations (their indices) after which the reference
+    takes the engine's params and grads, which grads are None included, whatever either run
+    raised: those whose difference a local known deviation describes
+    (``KnownDeviation.local``), so that the difference stays confined to that instruction and
+    the next ones are checked from the engine's state.
 
     ``on_observation`` is called with each observation as it is made (the isolation worker
     streams them, so an engine that dies leaves the trace up to its crash).
@@ -392,7 +425,9 @@ def run(
             raise _crash(engine, program, index, trace, exc, "raised an exception while the "
                          "suite read its params and grads after") from exc
         record(observation)
-        if follow is not None and isinstance(instruction, (Step, Update)) and error is None:
+        if follow is not None and index in adopt:
+            machine.adopt(follow[index])
+        elif follow is not None and isinstance(instruction, (Step, Update)) and error is None:
             machine.follow(follow[index])
     return trace
 

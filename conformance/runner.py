@@ -19,6 +19,7 @@ from conformance.adapter import AnyEngine, Engine, FunctionalEngine, KnownDeviat
 from conformance.compare import (
     EXCUSED,
     FoundDivergence,
+    adopts,
     assert_same_trace,
     divergence,
     drift,
@@ -130,20 +131,23 @@ def deviation_showing(
 
 
 def excuse_local_deviations(engine: AnyEngine, program: Program, actual: list[Observation],
-                            expected: list[Observation]) -> dict[int, tuple[str, ...]]:
+                            expected: list[Observation]
+                            ) -> tuple[dict[int, tuple[str, ...]], list[Observation]]:
     """The observations (index: the labels of the deviations that excuse it) where the run
     differs from the reference only as local known deviations of the engine describe
-    (``KnownDeviation.local``): walking its differences in order, each one in param values
-    right after a step or update that such a deviation matches is excused (one that is in
+    (``KnownDeviation.local``), and the reference's trace to compare the rest of the run with.
+    Walking its differences in order, each one a local deviation matches is excused (one in
     several params, where each param's difference alone matches one: two findings at one
-    step), and the walk goes on to the next; it stops at the first difference none describes
-    (what the run is then judged by). Not in a deviation's own witnesses, and not outside the
-    suite's properties."""
+    instruction), the reference runs again taking the engine's state there where it must
+    (:func:`conformance.compare.adopts`), and the walk goes on to the next difference; it stops
+    at the first one none describes (what the run is then judged by). Not in a deviation's own
+    witnesses, and not outside the suite's properties."""
     current = CURRENT_PROPERTY.get()
     if current is None or not currently_in_test_context():
-        return {}
+        return {}, expected
     local = [d for d in engine.known_deviations if d.local and not d.witnessed_by(current)]
     excused: dict[int, tuple[str, ...]] = {}
+    adopted: frozenset[int] = frozenset()
     while local:
         token = EXCUSED.set(frozenset(excused))
         try:
@@ -156,23 +160,32 @@ def excuse_local_deviations(engine: AnyEngine, program: Program, actual: list[Ob
         if not labels:
             break
         excused[found.index] = labels
-    return excused
+        if adopts(program, found):
+            adopted |= {found.index}
+            expected = reference_trace(program, follow=actual, adopt=adopted,
+                                       functional=isinstance(engine, FunctionalEngine))
+    return excused, expected
 
 
 def _excusing(local: list[KnownDeviation], program: Program, trace: list[Observation],
               found: FoundDivergence) -> tuple[str, ...]:
     """The labels of the local deviations that describe ``found``: one for the whole, or one
-    for each param's part of it; empty where they do not."""
+    for each param's part of it, or one for each field's aspect of it; empty where they do
+    not."""
     whole = next((d for d in local if _shows_here(d, program, trace, found)), None)
     if whole is not None:
         return (whole.label,)
-    labels = []
-    for part in found.parts:
-        deviation = next((d for d in local if _shows_here(d, program, trace, part)), None)
-        if deviation is None:
-            return ()
-        labels.append(deviation.label)
-    return tuple(sorted(set(labels)))
+    for pieces in (found.parts, found.aspects):
+        labels = []
+        for piece in pieces:
+            deviation = next((d for d in local if _shows_here(d, program, trace, piece)), None)
+            if deviation is None:
+                break
+            labels.append(deviation.label)
+        else:
+            if labels:
+                return tuple(sorted(set(labels)))
+    return ()
 
 
 def _shows_here(deviation: KnownDeviation, program: Program, trace: list[Observation],
@@ -200,20 +213,23 @@ def shows_deviation(deviation: KnownDeviation, program: Program, trace: list[Obs
     return diverges.matches(program, found, None)
 
 
-_last_reference: tuple[Program, list[Observation] | None, list[Observation]] | None = None
-"""The last program, the engine trace the reference followed in it (None: none), its trace."""
+_last_reference: tuple[Program, list[Observation] | None, list[Observation], bool] | None = None
+"""The last program, the engine trace the reference followed in it (None: none), its trace,
+and whether it took the engine's state after some instruction too (``adopt``)."""
 
 
 def reference_trace(program: Program, *, follow: list[Observation] | None = None,
-                    functional: bool = False) -> list[Observation]:
+                    adopt: frozenset[int] = frozenset(), functional: bool = False
+                    ) -> list[Observation]:
     """The reference's trace of ``program``: the one the current comparison uses, for an
     ``applies`` that needs it, or else a run of its own (cached for the last program).
-    ``functional``: run through the reference's functional tier, the oracle of a
-    :class:`FunctionalEngine`."""
+    ``follow`` and ``adopt`` as for :func:`conformance.interpret.run`. ``functional``: run
+    through the reference's functional tier, the oracle of a :class:`FunctionalEngine`."""
     global _last_reference
     if follow is not None or _last_reference is None or _last_reference[0] is not program:
         oracle = functional_reference() if functional else reference_engine()
-        _last_reference = (program, follow, run(oracle, program, follow=follow))
+        trace = run(oracle, program, follow=follow, adopt=adopt)
+        _last_reference = (program, follow, trace, bool(adopt))
     return _last_reference[2]
 
 
@@ -240,7 +256,9 @@ def _kept_alone(program: Program, engine_trace: list[Observation] | None
     it followed no engine, or it followed ``engine_trace`` and took nothing from it."""
     if _last_reference is None or _last_reference[0] is not program:
         return None
-    _, followed, trace = _last_reference
+    _, followed, trace, adopted = _last_reference
+    if adopted:
+        return None
     if followed is None:
         return trace
     if followed is engine_trace and _followed_nothing(program, followed, trace):
@@ -349,9 +367,20 @@ def law(engine: AnyEngine, *runs: tuple[Program, list[Observation]]) -> Iterator
     """Check an oracle-free law of these runs of the engine (``run_engine``): an
     ``AssertionError`` inside sets the example aside where a scoped known deviation shows in
     one of the runs, outside its witnesses, and fails it otherwise. A law that holds is never
-    set aside, whatever the runs show: there is nothing for a deviation to explain."""
+    set aside, whatever the runs show: there is nothing for a deviation to explain.
+
+    A law's programs are drawn valid, so torch raises nowhere in them, and a run that raised
+    fails the law before it is checked: otherwise an engine that refuses every backward
+    (classifying the error) would hold every law about grads, all of them None."""
     __tracebackhide__ = True
     try:
+        for program, trace in runs:
+            raised = next((o for o in trace if o.error is not None), None)
+            if raised is not None:
+                raise AssertionError(
+                    f"engine {engine.name!r} raised {raised.error} at [{raised.index}] "
+                    f"{raised.label}, where torch raises nowhere in this law's programs:\n\n"
+                    + program.to_script(guarded=[raised.index]))
         yield
     except AssertionError:
         for program, trace in runs:
@@ -379,7 +408,7 @@ def check_against_reference(engine: AnyEngine, program: Program) -> list[Observa
     actual = _run_on_engine(engine, program)
     expected = reference_trace(program, follow=actual,  # before applies, which may read it
                                functional=isinstance(engine, FunctionalEngine))
-    excused = excuse_local_deviations(engine, program, actual, expected)
+    excused, expected = excuse_local_deviations(engine, program, actual, expected)
     compared = engine.capabilities.supports("steps_at_param_precision") and not excused
     labels = {label for names in excused.values() for label in names}
     token = EXCUSED.set(frozenset(excused))

@@ -20,7 +20,19 @@ from hypothesis.errors import Unsatisfiable
 from conformance.adapter import Diverges, KnownDeviation
 from conformance.compare import Divergence
 from conformance.engines.torch_engines import TorchEngine
-from conformance.program import Backward, Group, MakeOptimizer, Param, Program, SetGrad, Step
+from conformance.errors import ErrorKind
+from conformance.program import (
+    Backward,
+    Forward,
+    Group,
+    MakeOptimizer,
+    Node,
+    Param,
+    Program,
+    Ref,
+    SetGrad,
+    Step,
+)
 from conformance.report import PropertyResult, Report
 from conformance.runner import (
     CURRENT_PROPERTY,
@@ -162,15 +174,121 @@ def test_a_non_local_deviation_still_sets_the_whole_run_aside():
 
 
 @pytest.mark.parametrize("diverges", [
-    Diverges(at=(Backward,), fields=("grads",)),
-    Diverges(at=(Step,), fields=("values", "grads")),
+    None,
+    Diverges(at=(Step,), fields=("values", "aliasing")),
+    Diverges(at=(Backward,), fields=("grad history",)),
+    Diverges(at=(Step,), fields=("drift",)),
+    Diverges(at=(Step,)),
     Diverges(fields=("values",)),
     Diverges(at=(Step,), crash=True),
 ])
-def test_local_is_refused_where_the_reference_does_not_follow_the_engine(diverges):
-    with pytest.raises(ValueError, match="local=True excuses param values after a Step"):
+def test_local_is_refused_where_the_reference_cannot_take_the_engines_state(diverges):
+    with pytest.raises(ValueError, match="local=True excuses a difference the reference can "
+                                         "take from the engine"):
         KnownDeviation(property=WITNESS, reason="r", name="the bad one", diverges=diverges,
-                       local=True)
+                       applies=lambda program, trace: True, local=True)
+
+
+# --- backward-local deviations: the reference takes the engine's grads and goes on ----------
+
+NEVER_FREES = KnownDeviation(
+    property="retain_graph::test_repeated_backward_raises_like_torch",
+    reason="a second backward through a freed graph accumulates again",
+    name="never frees",
+    diverges=Diverges(at=(Backward,), fields=("error", "grads"), engine_error=None,
+                      reference_error=ErrorKind.FREED_GRAPH),
+    local=True,
+)
+
+
+class NeverFrees(TorchEngine):
+    """torch, but every backward retains its graph (as tinygrad, which has no freeing)."""
+
+    name = "never-frees"
+    known_deviations: ClassVar = (NEVER_FREES,)
+
+    def backward(self, loss: Any, **arguments: Any) -> None:
+        super().backward(loss, **{**arguments, "retain_graph": True})
+
+
+class NeverFreesThenDoublesTheStep(NeverFrees):
+    """Also, every step moves each param twice as far."""
+
+    def step(self, optimizer: Any) -> None:
+        before = {p: p.detach().clone() for group in optimizer.param_groups
+                  for p in group["params"]}
+        super().step(optimizer)
+        with torch.no_grad():
+            for p, value in before.items():
+                p.copy_(2 * p - value)
+
+
+def _backward_twice_program() -> Program:
+    """p * p backwarded twice (the second raises in torch: mul saved p), then a new loss
+    accumulates onto the grad, then a step: without taking the engine's grads after the
+    second backward, the reference's grad after the third differs by the second's."""
+    square = Forward("l1", (Node("l0", "mul", (Ref("p0"), Ref("p0"))),
+                            Node("l1", "sum", (Ref("l0"),))))
+    total = Forward("t0", (Node("t0", "sum", (Ref("p0"),)),))
+    return Program((Param("p0", np.array([1.0, 2.0])),),
+                   (MakeOptimizer((Group(("p0",)),), {"lr": 0.5}), square, Backward("l1"),
+                    Backward("l1"), total, Backward("t0"), Step()))
+
+
+def test_a_backward_local_deviation_takes_the_engines_grads_and_compares_on():
+    tally = _check(NeverFrees(), _backward_twice_program(), ELSEWHERE)
+    assert tally.checked_past == {NEVER_FREES.label: 1}
+    assert not tally.set_aside
+
+
+def test_without_taking_the_grads_the_next_backward_would_differ():
+    """What taking the engine's grads is for: without it, the reference's grad after the
+    third backward is the engine's less the second backward's, a difference the second
+    backward made and not the third."""
+    from conformance.runner import reference_trace
+
+    program = _backward_twice_program()
+    engine = NeverFrees()
+    engine.start_program()
+    actual = run_engine(engine, program)
+    expected = reference_trace(program, follow=actual)
+    third = len(program.instructions) - 1  # after Backward("t0")
+    assert expected[4].error is ErrorKind.FREED_GRAPH and actual[4].error is None
+    np.testing.assert_allclose(actual[third].grads["p0"] - expected[third].grads["p0"],
+                               [2.0, 4.0])
+    adopted = reference_trace(program, follow=actual, adopt=frozenset({4}))
+    np.testing.assert_allclose(adopted[third].grads["p0"], actual[third].grads["p0"])
+    assert adopted[4].error is ErrorKind.FREED_GRAPH  # what it observed is its own
+
+
+def test_a_second_difference_after_a_backward_local_deviation_fails_the_run():
+    with pytest.raises(Divergence) as failure:
+        _check(NeverFreesThenDoublesTheStep(), _backward_twice_program(), ELSEWHERE)
+    found = failure.value.found
+    assert found is not None
+    assert (found.index, found.fields) == (7, {"values"})  # the step
+    assert "Earlier, after instructions [4]" in str(failure.value)
+
+
+def test_an_error_outside_a_backward_is_not_excused_by_a_local_deviation():
+    """A step that raises leaves state the reference cannot take (no momentum kept, nothing
+    stepped): a local deviation describing it sets the run aside instead."""
+
+    class StepRaises(TorchEngine):
+        known_deviations: ClassVar = (KnownDeviation(
+            property=WITNESS, reason="step raises", name="step raises",
+            diverges=Diverges(at=(Step,), fields=("error", "values")), local=True),)
+
+        def step(self, optimizer: Any) -> None:
+            raise ValueError("invalid hyperparameter")
+
+        def classify(self, error: Exception) -> ErrorKind | None:
+            if "invalid hyperparameter" in str(error):
+                return ErrorKind.INVALID_HYPERPARAMETER
+            return super().classify(error)
+
+    with pytest.raises(Unsatisfiable):
+        _check(StepRaises(), _program(), ELSEWHERE)
 
 
 def test_reports_count_runs_checked_past_a_local_deviation():
@@ -322,3 +440,26 @@ def test_reports_list_the_declared_capability_gaps():
     assert "- `backward_one_element`: 0-d losses only" in report.to_markdown()
     assert Report.from_json(report.to_json()).capability_gaps == {
         "backward_one_element": "0-d losses only"}
+
+
+def test_a_law_fails_where_the_engine_raised_in_its_programs():
+    """A law's programs are valid: an engine that refuses every backward (a classified error)
+    leaves every grad None, which a law comparing grads alone would take as holding."""
+
+    class RefusesEveryBackward(TorchEngine):
+        def backward(self, loss: Any, **arguments: Any) -> None:
+            raise RuntimeError("Trying to backward through the graph a second time")
+
+    square = Forward("l1", (Node("l0", "mul", (Ref("p0"), Ref("p0"))),
+                            Node("l1", "sum", (Ref("l0"),))))
+    program = Program((Param("p0", np.array([1.0, 2.0])),),
+                      (square, Backward("l1", True), Backward("l1", True)))
+
+    def body() -> None:
+        engine = RefusesEveryBackward()
+        trace = run_engine(engine, program)
+        with law(engine, (program, trace)):
+            assert trace[-1].grads["p0"] is None and trace[2].grads["p0"] is None  # "2 × None"
+
+    with pytest.raises(AssertionError, match=r"raised FREED_GRAPH at \[2\]"):
+        _as_property(ELSEWHERE, body)
