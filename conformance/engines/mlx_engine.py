@@ -516,6 +516,7 @@ print(params["w"], opt.state["w"]["v"])  # array([-0.05], dtype=float32) array([
 # w == [-0.1], state[w]["momentum_buffer"] == [1.]
 """,
     name="dampening on the first momentum step",
+    diverges=Diverges(at=(Step,), fields=("values",)),
     applies=_dampened_momentum,
     local=True,
 )
@@ -541,6 +542,7 @@ print(opt.state["step"], params["b"])  # array(2, dtype=uint64) array([-0.074412
 # b.grad = [1.], step(): b == [-0.1], state[b]["step"] == 1
 """,
     name="one step count for all params",
+    diverges=Diverges(at=(Step,), fields=("values",)),
     applies=_adam_stepped_without_grad,
     local=True,
 )
