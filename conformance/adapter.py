@@ -47,6 +47,7 @@ FEATURES: frozenset[str] = frozenset(
         "param_groups",  # more than one param group in one optimizer
         "backward_gradient",  # backward(gradient=...) on a non-scalar output
         "backward_one_element",  # loss.backward() on a loss of shape (1,) or (1, 1), as torch
+        "pow_scalar_base",  # a Python number ** tensor (2.0 ** x): pow with a scalar base
         "set_hyperparameter",  # changing param_groups[i][key] between steps
         "zero_grad_keep",  # zero_grad(set_to_none=False)
         "index:bool_mask",  # x[mask] with a boolean mask
@@ -105,6 +106,11 @@ class Capabilities:
     def one_element_losses(self) -> bool:
         """Whether a loss may have shape (1,) or (1, 1) for a backward without a gradient."""
         return self.supports("backward_one_element")
+
+    @property
+    def scalar_bases(self) -> bool:
+        """Whether ``pow`` may take a Python number as its base (``2.0 ** x``)."""
+        return self.supports("pow_scalar_base")
 
     @property
     def bool_masks(self) -> bool:

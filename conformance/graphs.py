@@ -201,10 +201,11 @@ class _Builder:
     def __init__(
         self, draw: Draw, loss: str, inputs: Sequence[_Value], ops: Sequence[str],
         dtypes: Sequence[np.dtype], masks: bool, available: Collection[str],
-        one_element_losses: bool = True,
+        one_element_losses: bool = True, scalar_bases: bool = True,
     ) -> None:
         self.draw = draw
         self.one_element_losses = one_element_losses
+        self.scalar_bases = scalar_bases
         self.masks = masks
         self.loss = loss
         self.ops = ops
@@ -378,7 +379,7 @@ class _Builder:
         draw = self.draw
         on_left = boolean(draw)
         if op == "pow":
-            if on_left:
+            if on_left and self.scalar_bases:
                 self.emit(op, [choose(draw, [2.0, 0.5, 3.0]), x], positive=True)
                 return
             exponent = choose(draw, POW_EXPONENTS)
@@ -621,6 +622,7 @@ def forwards(
     available: Collection[str] | None = None,
     positive_params: bool = False,
     one_element_losses: bool = True,
+    scalar_bases: bool = True,
 ) -> GraphInfo:
     """A :class:`Forward` building ``loss`` from a drawn, non-empty subset of ``params``.
 
@@ -633,7 +635,8 @@ def forwards(
     about one op alone; only where the forward runs on the params' initial values.
     ``one_element_losses=False``: no loss of shape (1,) or (1, 1) (a scalar one is 0-d; one of
     any shape that has one element is reshaped to 0-d), for an engine whose ``backward()``
-    without a gradient takes 0-d losses only.
+    without a gradient takes 0-d losses only. ``scalar_bases=False``: no ``pow`` with a Python
+    number as its base (``2.0 ** x``; a scalar pow is then ``x ** e``).
     """
     if not params:
         raise ValueError("forwards() needs at least one param")
@@ -651,7 +654,8 @@ def forwards(
                      positive=positive_params and bool((p.value > 0).all()))
               for p in chosen]
     glue = ALL_OPS if available is None else frozenset(available)
-    builder = _Builder(draw, loss, inputs, op_names, dtype_list, masks, glue, one_element_losses)
+    builder = _Builder(draw, loss, inputs, op_names, dtype_list, masks, glue, one_element_losses,
+                       scalar_bases)
     if op_names:
         # A list, not a count and a loop: Hypothesis's lists run long (most graphs get near
         # max_ops ops, which is what makes saved tensors, views and ties common) and shrink

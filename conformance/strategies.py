@@ -312,7 +312,8 @@ def graphs(
             and "min_inputs" not in options and "params" in options):
         options["min_inputs"] = len(options["params"])  # see steps_every_loss
     return forwards(ops=op_set, masks=capabilities.bool_masks, available=capabilities.ops,
-                    one_element_losses=capabilities.one_element_losses, **options)
+                    one_element_losses=capabilities.one_element_losses,
+                    scalar_bases=capabilities.scalar_bases, **options)
 
 
 def draw_grads(draw: Draw, capabilities: Capabilities, params: Sequence[Param], *,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, find, given, settings
@@ -574,3 +576,32 @@ def test_no_one_element_loss_where_the_engine_takes_only_0d_ones():
     one_element = [s for s in shapes[False] if s != () and int(np.prod(s)) == 1]
     assert not one_element, one_element
     assert {(1,), (1, 1)} & set(shapes[True])
+
+
+def test_no_scalar_base_pow_where_the_engine_declares_it_unsupported():
+    """Declare pow_scalar_base unsupported: no pow whose base is a Python number (2.0 ** x),
+    while scalar exponents (x ** 2.0) stay; with the feature, both occur."""
+    caps = Capabilities(unsupported={"pow_scalar_base": "declared unsupported by this test"})
+    bases: dict[bool, list[Any]] = {True: [], False: []}
+
+    @settings(max_examples=300, database=None, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def collect(data):
+        for capabilities, supported in ((caps, False), (CAPS, True)):
+            params = data.draw(cs.params(capabilities))
+            info = data.draw(cs.graphs(capabilities, loss="loss", params=params, ops=["pow"]))
+            bases[supported] += [node.operands for node in info.forward.nodes
+                                 if node.op == "pow"]
+
+    collect()
+
+    def scalar_base(operands: Any) -> bool:
+        return isinstance(operands[0], float)
+
+    def scalar_exponent(operands: Any) -> bool:
+        return isinstance(operands[1], float)
+
+    assert not [o for o in bases[False] if scalar_base(o)]
+    assert any(scalar_exponent(o) for o in bases[False])
+    assert any(scalar_base(o) for o in bases[True])

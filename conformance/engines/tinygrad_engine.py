@@ -478,6 +478,7 @@ print(x.grad.numpy())  # [4. 8.]; torch leaves x.grad == [2., 4.]
 """,
     diverges=Diverges(at=(Backward,), fields=("error", "grads"), engine_error=None,
                       reference_error=ErrorKind.FREED_GRAPH),
+    local=True,  # the reference takes the grads it accumulated, and its graph stays freed
 )
 
 STEP_CHANGES_LAZY_RESULTS = KnownDeviation(
@@ -513,11 +514,14 @@ print(w.numpy(), w.grad.numpy())            # [0.8 1.6] [1.6 3.2]; torch: grad [
 loss.backward()                             # torch: RuntimeError (w was modified in place)
 print(w.grad.numpy())                       # [3.2 6.4]
 """,
+    # grads right after a step or update; then a backward's grads, or its missing error
+    diverges=Diverges(at=(Step, Update, Backward), fields=("grads", "error")),
     applies=lambda program, trace: (
         _grad_changed_by_step(program, trace)
         or _missed(ErrorKind.INPLACE_MODIFIED)(program, trace)
         or _retained_graph_follows_update(program, trace)
     ),
+    local=True,
 )
 
 DIM_REDUCTION_TIES = KnownDeviation(
@@ -536,7 +540,9 @@ y = Tensor([0.0, 0.0, 1.0])
 y.min(axis=0).backward()
 print(y.grad.numpy())   # [0.5 0.5 0. ]; torch y.min(dim=0).values.backward(): [1., 0., 0.]
 """,
+    diverges=Diverges(at=(Backward,), fields=("grads",)),
     applies=_tie_split("max_dim", "min_dim"),
+    local=True,
 )
 
 POW_AT_NEGATIVE_ZERO = KnownDeviation(
@@ -558,7 +564,9 @@ b, e = Tensor(np.array([-0.0, 0.0])), Tensor(np.array([-1.0, -1.0]))
 (b ** e).sum().backward()
 print(e.grad.numpy())   # [-inf -inf]; torch: [inf, -inf]
 """,
+    diverges=Diverges(at=(Backward,), fields=("grads",)),
     applies=_nonfinite_grad_differs("pow"),
+    local=True,
 )
 
 WRONG_GRADIENT_WRITES_GRADS = KnownDeviation(
@@ -858,7 +866,9 @@ print(p.grad.numpy())            # [0. 1.]; torch: [1., 1.]
 # tinygrad/mixin/elementwise.py: tanh returns 2.0 * ((2.0 * self).sigmoid()) - 1.0, as since
 # tinygrad PR #111 (2020), which noted it matches torch.tanh "upto 6-7 floating precision"
 """,
+    diverges=Diverges(at=(Backward,), fields=("grads",)),
     applies=_grads_flushed_by_tanh,
+    local=True,
     # ci's draws reached it in adam::test_steps_match_reference[adamw] until the generator drew
     # its choices from Hypothesis directly (issue 15); no property's ci programs do since
     rare=True,
@@ -935,7 +945,9 @@ p = Tensor(np.array([np.nan], dtype=np.float32)); p.requires_grad = True
 p.clamp(-1, 1).sum().backward()
 print(p.grad.numpy())          # [1.]; torch: [0.]
 """,
+    diverges=Diverges(at=(Backward,), fields=("grads",)),
     applies=_grads_at_nan_kinks,
+    local=True,
     rare=True,  # a param must first become NaN: dev seed 3
 )
 
@@ -967,7 +979,9 @@ p = Tensor(v); p.requires_grad = True
 p.max(axis=1).sum().backward()
 print(p.grad.numpy())          # [[nan, nan], [0, 1]]; torch: [[1, 0], [0, 1]]
 """,
+    diverges=Diverges(at=(Backward,), fields=("grads",)),
     applies=_grads_at_nan_max_min,
+    local=True,
     rare=True,  # a param must first become NaN (Adam, eps=0, a zero grad); no ci program since
     # Adam's properties step drawn grads
 )

@@ -38,11 +38,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from conformance.adapter import Diverges, KnownDeviation
+from conformance.adapter import Capabilities, Diverges, KnownDeviation
 from conformance.engines.torch_engines import GRADS_SHARE_MEMORY, TorchEngine
 from conformance.errors import ErrorKind
 from conformance.program import Backward, Forward, Step, Update
-from conformance.torchlike import TORCH_LIKE_OPS
+from conformance.torchlike import TORCH_ERROR_PATTERNS, TORCH_LIKE_OPS
 
 # The evidence scripts below were run on torch 2.13.0+cpu; their output is in their comments.
 
@@ -73,6 +73,7 @@ loss.backward()   # RuntimeError: Trying to backward through the graph a second 
     # accumulates out of place) where the engine's raise left the old one (training loops, ci)
     diverges=Diverges(at=(Backward,), fields=("error", "grads", "grad identity"),
                       engine_error=ErrorKind.FREED_GRAPH),
+    local=True,  # the reference takes the grads the refused backward left
 )
 
 
@@ -87,8 +88,9 @@ DONATED_BUFFERS = KnownDeviation(
         "max, min, amax, amin and their dim forms save, with dynamic=True); such a backward "
         "refuses retain_graph=True and create_graph=True with a RuntimeError ('This backward "
         "function was compiled with non-empty donated buffers which requires "
-        "create_graph=False and retain_graph=False'), which no ErrorKind describes: the "
-        "instruction crashes where eager backs up and keeps the graph. Designed so "
+        "create_graph=False and retain_graph=False') before it runs, where eager backs up "
+        "and keeps the graph; the adapter classifies it REFUSED, and the graph stays as it "
+        "was (a later backward without retain_graph runs). Designed so "
         "(pytorch/pytorch#130580, enabled by default in #139669); "
         "torch._functorch.config.donated_buffer=False turns it off"
     ),
@@ -97,97 +99,21 @@ import torch
 x = torch.tensor([0.0, 1.0, 2.0], requires_grad=True)
 clamp = torch.compile(lambda x: x.clamp(min=0.5), backend="aot_eager", dynamic=True)
 loss = clamp(x).sum()
-loss.backward(retain_graph=True)
-# RuntimeError: This backward function was compiled with non-empty donated buffers which
-# requires create_graph=False and retain_graph=False. ...; x.grad stays None
-# eager: no error, x.grad == tensor([0., 1., 1.])
+try:
+    loss.backward(retain_graph=True)
+except RuntimeError as error:
+    # This backward function was compiled with non-empty donated buffers which requires
+    # create_graph=False and retain_graph=False. ...
+    print("RuntimeError:", str(error)[:80])
+print(x.grad)   # None; eager: no error, x.grad == tensor([0., 1., 1.])
+loss.backward()
+print(x.grad)   # tensor([0., 1., 1.]): the graph was kept
 # (with the default dynamic=None this one-op graph donates nothing and retains fine)
 """,
     name="donated buffers refuse retain_graph",
-    diverges=Diverges(at=(Backward,), crash=True, message="non-empty donated buffers"),
+    diverges=Diverges(at=(Backward,), fields=("error", "grads"), engine_error=ErrorKind.REFUSED),
+    local=True,  # the reference takes the grads the refused backward left
 )
-
-
-CREATE_GRAPH_GRADS_REQUIRE_GRAD = KnownDeviation(
-    property=("accumulation::test_create_graph_accumulates_out_of_place",
-              "zero_grad::test_zero_grad_in_loops",
-              "training_loops::test_many_steps_without_zero_grad"),
-    reason=(
-        "backward(create_graph=True) through a compiled region gives every grad it reaches a "
-        "history (requires_grad=True, grad_fn=CopyBackwards), also where the gradient is a "
-        "constant and eager's grad has none (the grad of sum, mean, add, ...). AOTAutograd "
-        "marks all such outputs so since the fix of pytorch/pytorch#181581 (PR #181606), "
-        "which made lost requires_grad on real second-order terms visible"
-    ),
-    evidence="""\
-import torch
-x = torch.tensor([1.0, 2.0], requires_grad=True)
-total = torch.compile(lambda x: x.sum(), backend="aot_eager", dynamic=True)
-total(x).backward(create_graph=True)
-print(x.grad, x.grad.requires_grad)  # tensor([1., 1.], grad_fn=<CopyBackwards>) True
-# eager: tensor([1., 1.]) False
-""",
-    name="create_graph grads get history",
-    diverges=Diverges(at=(Backward,), fields=("grad history",)),
-)
-
-
-CREATE_GRAPH_LEAF_INPLACE = KnownDeviation(
-    property="accumulation::test_losses_accumulate",
-    reason=(
-        "after a backward(create_graph=True) through a compiled region left p.grad with "
-        "history (CREATE_GRAPH_GRADS_REQUIRE_GRAD), a second backward(create_graph=True) "
-        "through two chained compiled regions raises 'a leaf Variable that requires grad is "
-        "being used in an in-place operation', which no ErrorKind describes; eager accumulates "
-        "out of place (one fused region of the same ops does too)"
-    ),
-    evidence="""\
-import torch
-p = torch.tensor([1.0], requires_grad=True)
-mean = torch.compile(lambda x: x.mean(), backend="aot_eager", dynamic=True)
-tanh = torch.compile(lambda x: x.tanh(), backend="aot_eager", dynamic=True)
-total = torch.compile(lambda x: x.sum(), backend="aot_eager", dynamic=True)
-mean(p).backward(create_graph=True)
-print(p.grad, p.grad.requires_grad)    # tensor([1.], grad_fn=<CopyBackwards>) True
-total(tanh(p)).backward(create_graph=True)
-# RuntimeError: a leaf Variable that requires grad is being used in an in-place operation.
-# eager: no error, p.grad == tensor([1.4200], grad_fn=<AddBackward0>); the same with the
-# default dynamic=None; torch.compile(lambda x: x.tanh().sum()) in one region: no error
-""",
-    name="create_graph accumulation raises on a leaf",
-    diverges=Diverges(at=(Backward,), crash=True,
-                      message="a leaf Variable that requires grad is being used in an in-place"),
-)
-
-
-POW_SYMBOLIC_BASE = KnownDeviation(
-    # sgd::test_hyperparameter_changes_between_steps reached it while its steps came from
-    # drawn losses; it now steps on given grads (no forward), and the convention property
-    # of a scalar base draws the bases (0, 2, 0.5) whose second one fails
-    property=("conventions::test_convention[pow_scalar_base]",),
-    reason=(
-        "`base ** x` with a Python float base cannot be compiled once the base is a symbolic "
-        "float (dynamic=True, or the default dynamic=None from the second distinct base on): "
-        "its backward needs log(base), and AOTAutograd raises BackendCompilerFailed "
-        "('NYI log symbolic float'); the forward instruction crashes"
-    ),
-    evidence="""\
-import torch
-x = torch.tensor([1.0, 2.0], requires_grad=True)
-f = torch.compile(lambda base, x: base ** x, backend="aot_eager")  # the default dynamic=None
-print(f(2.0, x))   # tensor([2., 4.], grad_fn=<CompiledFunctionBackward>)
-f(3.0, x)
-# torch._dynamo.exc.BackendCompilerFailed: backend='aot_eager' raised:
-# RuntimeError: NYI log symbolic float
-# eager: tensor([3., 9.], grad_fn=<PowBackward1>)
-""",
-    name="float ** tensor does not compile",
-    diverges=Diverges(at=(Forward,), crash=True, message="NYI log symbolic float"),
-    # Reached by chance since its old witness (an sgd property with forwards) steps on given
-    # grads: the convention property's three bases did not reach it under ci
-    rare=True,
-)
-
 
 
 EMPTY_MSE_LOSS = KnownDeviation(
@@ -587,13 +513,32 @@ class TorchCompileEngine(TorchEngine):
     name = "torch-compile"
     backend: ClassVar[str] = "aot_eager"
     dynamic: ClassVar[bool | None] = True
+    capabilities: ClassVar[Capabilities] = Capabilities(unsupported={
+        "create_graph": "AOTAutograd does not support double backward (pytorch/pytorch#91469; "
+                        "#92348 made differentiating a compiled region's grad an error: 'torch."
+                        "compile with aot_autograd does not currently support double "
+                        "backward'): backward(create_graph=True) through a compiled region "
+                        "gives every grad it reaches a history (CopyBackwards), also where "
+                        "eager's grad is a constant without one (#181606); a second "
+                        "create_graph backward through chained regions raises 'a leaf Variable "
+                        "that requires grad is being used in an in-place operation'; and a "
+                        "region with donated buffers refuses create_graph=True "
+                        "(docs/engines/torch-compile.md)",
+        "pow_scalar_base": "`base ** x` with a Python float base cannot be compiled once the "
+                           "base is a symbolic float (dynamic=True, or the default "
+                           "dynamic=None from the second distinct base on): its backward needs "
+                           "log(base), and AOTAutograd raises BackendCompilerFailed ('NYI log "
+                           "symbolic float'), at the forward; eager computes it "
+                           "(docs/engines/torch-compile.md, POW_SYMBOLIC_BASE)",
+    })
+    error_patterns: ClassVar[Sequence[tuple[type[Exception], str, ErrorKind]]] = (
+        *TORCH_ERROR_PATTERNS,
+        (RuntimeError, "non-empty donated buffers", ErrorKind.REFUSED),  # DONATED_BUFFERS
+    )
     known_deviations: ClassVar[Sequence[KnownDeviation]] = (
         GRADS_SHARE_MEMORY,
         COMPILED_NODE_FREES,
         DONATED_BUFFERS,
-        CREATE_GRAPH_GRADS_REQUIRE_GRAD,
-        CREATE_GRAPH_LEAF_INPLACE,
-        POW_SYMBOLIC_BASE,
         SAVED_MASK_IGNORES_DATA_UPDATE,
         EMPTY_MSE_LOSS,
     )
