@@ -236,10 +236,11 @@ class Diverges:
         return not self.dtypes or found.dtypes <= set(self.dtypes)
 
 
-LOCAL_FIELDS = ("values", "grads", "grad identity", "error")
+LOCAL_FIELDS = ("values", "grads", "grad identity", "aliasing", "error")
 """What a local known deviation (``KnownDeviation.local``) may describe: differences the
 reference can take from the engine after the instruction and go on from (param values, grads
-and which are None, a grad's identity), and the error a ``backward()`` raised."""
+and which are None, a grad's identity, which grads share memory), and the error a
+``backward()`` raised."""
 
 
 @dataclass(frozen=True)
