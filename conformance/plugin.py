@@ -355,17 +355,19 @@ def _check_witness(item: pytest.Item, failure: BaseException) -> None:
 
 def _witnessed(item: pytest.Item, deviation: Any, program: Any, found: Any) -> bool:
     """Whether a witness's divergence is its deviation's: as a whole, or, where it is in
-    several params (one step showing two findings), each param's part is either the
-    deviation's or one of the engine's other local deviations', and one part is the
-    deviation's."""
+    several params (one step showing two findings) or several fields (a backward missing an
+    error and replacing a grad), each param's part or each field's aspect is either the
+    deviation's or one of the engine's other local deviations', and one is the deviation's."""
     if deviation.diverges.matches(program, found, None):
         return True
     others = [d.diverges for d in engine_of(item.config).known_deviations
               if d.local and d is not deviation and d.diverges is not None]
-    own = [deviation.diverges.matches(program, part, None) for part in found.parts]
-    return any(own) and all(
-        mine or any(other.matches(program, part, None) for other in others)
-        for mine, part in zip(own, found.parts, strict=True))
+    for pieces in (found.parts, found.aspects):
+        own = [deviation.diverges.matches(program, piece, None) for piece in pieces]
+        if any(own) and all(mine or any(other.matches(program, piece, None) for other in others)
+                            for mine, piece in zip(own, pieces, strict=True)):
+            return True
+    return False
 
 
 def _worker_crashes(failure: BaseException) -> list[isolation.WorkerCrash]:

@@ -494,3 +494,38 @@ def test_grads_sharing_memory_are_taken_by_the_reference_and_checked_past():
 
     _as_property(ELSEWHERE, body)
     assert excused == {2: (GRADS_SHARE_MEMORY.label,)}  # the first backward only
+
+
+def test_a_witness_accepts_a_failure_whose_fields_are_its_deviation_and_another_local_one():
+    """One backward misses the in-place error (the witness's deviation) and replaces a grad
+    (another local deviation of the engine): field by field, the failure is the witness's.
+    With an aspect neither describes it is a second, unrecorded difference."""
+    from types import SimpleNamespace
+
+    from conformance.compare import FoundDivergence
+    from conformance.plugin import _engine_key, _witnessed
+
+    missed = KnownDeviation(property=WITNESS, reason="no version bump", name="missed",
+                            diverges=Diverges(at=(Backward,), fields=("error", "grads")),
+                            local=True)
+    replaced = KnownDeviation(property=ELSEWHERE, reason="grad replaced", name="replaced",
+                              diverges=Diverges(at=(Backward,), fields=("grad identity",)),
+                              local=True)
+
+    class Both(TorchEngine):
+        known_deviations: ClassVar = (missed, replaced)
+
+    def found(*fields: str) -> FoundDivergence:
+        return FoundDivergence(index=3, fields=frozenset(fields), engine_error=None,
+                               reference_error=ErrorKind.INPLACE_MODIFIED,
+                               dtypes=frozenset(), problems=fields)
+
+    program = _backward_twice_program()  # instruction 3 is a Backward
+    item = SimpleNamespace(config=SimpleNamespace(stash={_engine_key: Both()}))
+    both = found("error", "grad identity")
+    both = FoundDivergence(**{**both.__dict__, "aspects": (found("error"),
+                                                           found("grad identity"))})
+    assert _witnessed(item, missed, program, both)
+    other = FoundDivergence(**{**both.__dict__, "fields": frozenset({"error", "aliasing"}),
+                               "aspects": (found("error"), found("aliasing"))})
+    assert not _witnessed(item, missed, program, other)
