@@ -236,11 +236,13 @@ class Diverges:
         return not self.dtypes or found.dtypes <= set(self.dtypes)
 
 
-LOCAL_FIELDS = ("values", "grads", "grad identity", "aliasing", "error")
+LOCAL_FIELDS = ("values", "grads", "grad identity", "error")
 """What a local known deviation (``KnownDeviation.local``) may describe: differences the
 reference can take from the engine after the instruction and go on from (param values, grads
-and which are None, a grad's identity, which grads share memory), and the error a
-``backward()`` raised."""
+and which are None, a grad's identity), and the error a ``backward()`` raised. Not grads that
+share memory: an engine's grads that share a storage may overlap (accumulating into one
+changes the other) or be disjoint views of it (stack's backward), and the observation does not
+say which, so the reference cannot take it."""
 
 
 @dataclass(frozen=True)

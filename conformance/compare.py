@@ -211,11 +211,11 @@ def divergence(
 def excusable(program: Program, found: FoundDivergence) -> bool:
     """Whether a known deviation confined to its instructions (``KnownDeviation.local``) may
     excuse this difference: it is in what the reference can take from the engine and go on
-    from (:data:`~conformance.adapter.LOCAL_FIELDS`: param values, grads, a grad's identity,
-    grads sharing memory), or in the error a ``backward()`` raised (a backward changes nothing
-    but grads, and the reference takes those). An error anywhere else leaves state the
-    reference cannot take (an optimizer not built, a step's momentum not kept), as does a
-    grad's history."""
+    from (:data:`~conformance.adapter.LOCAL_FIELDS`: param values, grads, a grad's identity),
+    or in the error a ``backward()`` raised (a backward changes nothing but grads, and the
+    reference takes those). An error anywhere else leaves state the reference cannot take
+    (an optimizer not built, a step's momentum not kept), as does a grad's history or memory
+    shared between grads."""
     if found.index == 0 or not found.fields <= set(LOCAL_FIELDS):
         return False
     return "error" not in found.fields or isinstance(program.instructions[found.index - 1],

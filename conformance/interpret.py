@@ -207,9 +207,6 @@ class _Machine(_Optimizing):
                 self.engine.follow(grad, value)
             # The grad held now is the one the next observation's identity is judged against.
             self.last_grads[name] = self.engine.grad(param)
-        for first, second in observation.aliased_grads:
-            self.engine.share_grad(self.params[first], self.params[second])
-            self.last_grads[second] = self.engine.grad(self.params[second])
 
     def observe(self, index: int, label: str, error: ErrorKind | None) -> Observation:
         values: dict[str, np.ndarray] = {}

@@ -25,12 +25,3 @@ class ReferenceEngine(TorchLikeEngine):
         oracle continues from the state of the engine under test (see ``interpret.run``)."""
         if value.shape == param._data.shape and value.dtype == param._data.dtype:
             np.copyto(param._data, value)
-
-    def share_grad(self, source: Any, target: Any) -> None:
-        """Make ``target``'s grad a view of ``source``'s buffer, as two params' grads that
-        share memory in the engine under test (``interpret.run``'s ``adopt``): accumulating
-        into one then changes the other, here as there."""
-        grad = source._grad
-        if grad is None or grad._data.size != target._data.size or grad.dtype != target.dtype:
-            return
-        target._grad = type(target)._wrap(grad._data.reshape(target._data.shape))
