@@ -121,6 +121,14 @@ def _torch_index(module: Any, index: Any) -> Any:
     return index
 
 
+def _byte_span(tensor: Any) -> tuple[int, int]:
+    """The first and one past the last byte a (non-empty) view reaches."""
+    start = tensor.data_ptr()
+    last = sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride(),
+                                                          strict=True))
+    return start, start + (last + 1) * tensor.element_size()
+
+
 class TorchLikeEngine(Engine):
     """Everything of :class:`Engine` for a module that spells its API like torch."""
 
@@ -165,10 +173,16 @@ class TorchLikeEngine(Engine):
         param.grad = self.module.tensor(value)
 
     def shares_memory(self, first: Any, second: Any) -> bool:
+        """Whether the two grads' elements overlap in memory, so that accumulating into one
+        changes the other: one storage is not enough (stack's and cat's backward give each
+        param a disjoint view of one buffer, which accumulate apart), as NumPy's
+        ``may_share_memory`` over the byte spans the views reach."""
         if first.numel() == 0 or second.numel() == 0:
             return False
-        storage = first.untyped_storage()
-        return bool(storage.data_ptr() == second.untyped_storage().data_ptr())
+        if first.untyped_storage().data_ptr() != second.untyped_storage().data_ptr():
+            return False
+        (a, b), (c, d) = _byte_span(first), _byte_span(second)
+        return a < d and c < b
 
     def sgd(self, groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> Any:
         options = {**defaults, **self.sgd_options}

@@ -123,3 +123,21 @@ def test_each_program_starts_with_start_program_before_its_first_tensor():
     first, second = engine.calls[:starts[1]], engine.calls[starts[1]:]
     assert first.count("tensor") >= 1  # the first program's param (and any constants)
     assert second == ["start", "tensor", "tensor"]  # the second's two params, after its start
+
+
+def test_grads_share_memory_only_where_their_elements_overlap():
+    """torch's observed aliasing: the 0-d sums' grads are one element of one buffer (an
+    accumulation into one changes the other); stack's backward gives each param a disjoint
+    view of one buffer, which accumulate apart, as the reference's separate grads do."""
+    import torch
+
+    from conformance.engines.torch_engines import TorchEngine
+
+    engine = TorchEngine()
+    a, b = (torch.zeros((), requires_grad=True) for _ in range(2))
+    (a.sum() + b.sum()).backward()
+    assert engine.shares_memory(a.grad, b.grad)
+    p0, p1 = (torch.zeros((), requires_grad=True) for _ in range(2))
+    torch.stack([p1, p0]).amax(0).sum().backward()
+    assert p0.grad.untyped_storage().data_ptr() == p1.grad.untyped_storage().data_ptr()
+    assert not engine.shares_memory(p0.grad, p1.grad)
