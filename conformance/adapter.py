@@ -416,7 +416,8 @@ class Engine(abc.ABC):
 
     def shares_memory(self, first: Any, second: Any) -> bool:
         """Whether the grads of two different params share memory, so that accumulating into
-        one changes the other. Return False if the engine cannot tell."""
+        one changes the other: their elements overlap (disjoint views of one buffer do not).
+        Return False if the engine cannot tell."""
         return False
 
     # --- optimizer ---------------------------------------------------------------------------
