@@ -405,10 +405,10 @@ def drift(
     if distances is None:
         return None
     last, want = actual[-1], alone[-1]
-    if max(distances.values(), default=0.0) <= drift_tolerance(program, 0.0):
+    if max(distances.values(), default=0.0) <= drift_tolerance(program, 0.0, alone):
         return None
     kappa = amplification()
-    tolerance = drift_tolerance(program, kappa)
+    tolerance = drift_tolerance(program, kappa, alone)
     far = {name: distance for name, distance in distances.items() if distance > tolerance}
     if not far or crossed_a_kink(program, actual, alone, tolerance):
         return None

@@ -45,6 +45,7 @@ from conformance.runner import (
 )
 from conformance.tolerance import (
     DRIFT_MIN_STEPS,
+    DRIFT_ULPS,
     EPSILON,
     drift_tolerance,
     rounding_amplification,
@@ -276,3 +277,34 @@ def test_a_drift_with_no_kink_is_not_taken_for_one():
     trace = run(BiasCorrectionFromFloat32Powers(), program)
     alone = run(reference_engine(), program)
     assert not crossed_a_kink(program, trace, alone, drift_tolerance(program, 1.0))
+
+
+def _adam_dividing_by_eps() -> Program:
+    """paddle's dev seed 3: a float64 AdamW with ``betas=(0.99, 0.0)`` whose last grad's square
+    underflows (v = 0), so the step is ``lr * m / eps`` and moves a param to -1.2e5."""
+    from conformance.program import Group, MakeOptimizer, Param, SetGrad, Step
+
+    grads = ((np.array([1.0, 1.0, 1.0]), np.array([[-0.9728155885299605]])),
+             (np.array([-0.5, 2.507340625289139, -0.5]), np.array([[-0.23986244490712405]])),
+             (np.array([-2.0, 4.6257929183329696e-259, 0.5]), np.array([[-0.2973962780667927]])))
+    steps = [instruction for g0, g1 in grads
+             for instruction in (SetGrad("p0", g0), SetGrad("p1", g1), Step())]
+    return Program((Param("p0", np.array([0.5, -7.083411606374123e-272, 0.5])),
+                    Param("p1", np.array([[1.7006679511680622e-203]]))),
+                   (MakeOptimizer((Group(("p0", "p1")),), {"weight_decay": 0.5,
+                                                           "betas": (0.99, 0.0)}, kind="adamw"),
+                    *steps))
+
+
+def test_the_bias_correction_bound_counts_steps_larger_than_lr():
+    """Adam's step is bounded by about lr only while v is not 0: the reference's own run says
+    how far each step moved, and the bound of bias corrections computed another way (paddle's
+    running beta powers, a few float64 ulps off) grows with it. Paddle ended 17.4 ulps from the
+    reference here; the lr-based bound allowed 8 x 1."""
+    from conformance.tolerance import bias_correction_amplification
+
+    program = _adam_dividing_by_eps()
+    alone = run(reference_engine(), program)
+    assert alone[-1].values["p0"][1] < -1e5
+    assert bias_correction_amplification(program) < 1.0
+    assert bias_correction_amplification(program, alone) * DRIFT_ULPS > 17.4
