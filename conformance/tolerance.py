@@ -62,7 +62,10 @@ multiplies an accumulator by beta every step, as paddle does) differs by a few f
 and ``1 - beta**t`` then by ``beta / (1 - beta)`` times as many, relative to itself; the
 step, which it divides, by as much. For a float64 program that is up to ``lr * beta / (1 -
 beta)`` float64 ulps per step (:func:`bias_correction_amplification`), which ``kappa`` is
-raised to; for float32 params it is 2**29 times smaller, nothing.
+raised to; for float32 params it is 2**29 times smaller, nothing. ``lr`` stands for the step's
+size, which Adam keeps near ``lr`` while ``v`` is not 0; where a grad's square underflows the
+step is ``lr * m / eps``, so the reference's own run says how far each step moved, and the
+larger counts.
 
 The amplification is estimated only where the final params are more than
 ``DRIFT_ULPS`` ulps apart (most runs agree to a few ulps), and a run whose two precisions
