@@ -248,7 +248,8 @@ def _moved(alone: Sequence[Any], index: int) -> float:
         before = alone[index - 1].values[name]
         if before.shape != after.shape or after.size == 0:
             continue
-        change = np.abs(after.astype(np.float64) - before.astype(np.float64))
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: left out below
+            change = np.abs(after.astype(np.float64) - before.astype(np.float64))
         finite = np.isfinite(change)
         if finite.any():
             scale = max(1.0, float(np.max(np.abs(after[finite]))))

@@ -308,3 +308,16 @@ def test_the_bias_correction_bound_counts_steps_larger_than_lr():
     assert alone[-1].values["p0"][1] < -1e5
     assert bias_correction_amplification(program) < 1.0
     assert bias_correction_amplification(program, alone) * DRIFT_ULPS > 17.4
+
+
+def test_the_bias_correction_bound_leaves_non_finite_moves_out_quietly():
+    """A param that an eps=0 Adam step sent to infinity (inf - inf: no move to measure) adds
+    no warning (the suite runs with warnings as errors) and no infinite bound."""
+    from conformance.tolerance import _moved
+
+    class At:
+        def __init__(self, value: np.ndarray) -> None:
+            self.values = {"p0": value}
+
+    alone = [At(np.array([np.inf, 1.0])), At(np.array([np.inf, 3.0]))]
+    assert _moved(alone, 1) == 2.0 / 3.0
