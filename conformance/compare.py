@@ -9,6 +9,7 @@ NaN and infinity must occur in the same places, with the same sign.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -279,41 +280,22 @@ def _compute_first(program: Program, actual: Sequence[Observation],
             continue
         found = _mismatches(got, want, tolerance, history)
         if found:
-            names = frozenset(name for _, name, _ in found if name in params)
-            parts: tuple[FoundDivergence, ...] = ()
-            if len(names) > 1 and all(name in params for _, name, _ in found):
-                parts = tuple(
-                    FoundDivergence(
-                        index=want.index,
-                        fields=frozenset(field for field, n, _ in found if n == name),
-                        engine_error=got.error, reference_error=want.error,
-                        dtypes=frozenset({str(params[name].dtype)}),
-                        problems=tuple(text for _, n, text in found if n == name),
-                        params=frozenset({name}), shapes=frozenset({params[name].shape}),
-                        largest=_largest([f for f in found if f[1] == name], got, want))
-                    for name in sorted(names))
+            names = sorted({name for _, name, _ in found if name in params})
             fields = sorted({field for field, _, _ in found})
-            aspects = tuple(_found(position, [f for f in found if f[0] == field], got, want,
-                                   params) for field in fields) if len(fields) > 1 else ()
-            return position, FoundDivergence(
-                parts=parts,
-                aspects=aspects,
-                largest=_largest(found, got, want),
-                index=want.index,
-                fields=frozenset(field for field, _, _ in found),
-                engine_error=got.error,
-                reference_error=want.error,
-                dtypes=frozenset(str(params[name].dtype) for name in names),
-                problems=tuple(text for _, _, text in found),
-                params=names,
-                shapes=frozenset(params[name].shape for name in names),
-            )
+            parts = tuple(_found([f for f in found if f[1] == name], got, want, params)
+                          for name in names
+                          ) if len(names) > 1 and all(n in params for _, n, _ in found) else ()
+            aspects = tuple(_found([f for f in found if f[0] == field], got, want, params)
+                            for field in fields) if len(fields) > 1 else ()
+            whole = _found(found, got, want, params)
+            return position, dataclasses.replace(whole, parts=parts, aspects=aspects)
     return None
 
 
-def _found(position: int, found: list[tuple[str, str | None, str]], got: Observation,
-           want: Observation, params: dict[str, np.ndarray]) -> FoundDivergence:
-    """The divergence of these problems alone (one field's, of a divergence in several)."""
+def _found(found: list[tuple[str, str | None, str]], got: Observation, want: Observation,
+           params: dict[str, np.ndarray]) -> FoundDivergence:
+    """The divergence these problems make: all of an observation's, or one param's or one
+    field's of them (``FoundDivergence.parts``, ``aspects``)."""
     names = frozenset(name for _, name, _ in found if name in params)
     return FoundDivergence(
         index=want.index, fields=frozenset(field for field, _, _ in found),

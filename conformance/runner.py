@@ -376,7 +376,8 @@ def law(engine: AnyEngine, *runs: tuple[Program, list[Observation]]) -> Iterator
     try:
         for program, trace in runs:
             if any(o.error is not None for o in trace):
-                assert_same_trace(engine.name, program, trace, reference_trace(program))
+                assert_same_trace(engine.name, program, trace, reference_trace(
+                    program, functional=isinstance(engine, FunctionalEngine)))
         yield
     except AssertionError:
         for program, trace in runs:
